@@ -1,0 +1,149 @@
+"""The shape every engine of the stack shares: start, wait until ready, stop, describe."""
+
+from __future__ import annotations
+
+import shutil
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tripstream.config import Settings
+from tripstream.stack.errors import MissingToolError
+from tripstream.stack.process import ManagedProcess, require_free_ports, tail, wait_until
+
+
+@dataclass
+class Status:
+    """What `tripstream status` shows for one component."""
+
+    name: str
+    state: str  # "up" or "down"
+    managed: bool  # started by tripstream (False: an existing, external engine)
+    address: dict[str, str]
+    version: str | None = None
+    pids: list[int] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "managed": self.managed,
+            **self.address,
+            "version": self.version,
+            "pid": self.pids[0] if len(self.pids) == 1 else (self.pids or None),
+            **self.details,
+        }
+
+
+class Service(ABC):
+    """One engine. Subclasses say how to prepare, launch and probe it."""
+
+    name: str = ""
+    start_timeout: float = 90.0
+    stop_timeout: float = 60.0
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.dir: Path = settings.component_dir(self.name)
+
+    # -- what subclasses provide --------------------------------------------------------------
+    @property
+    def external(self) -> bool:
+        return self.settings.external(self.name)
+
+    @abstractmethod
+    def processes(self) -> list[ManagedProcess]:
+        """The server processes, in start order."""
+
+    @abstractmethod
+    def ports(self) -> dict[str, int]:
+        """Ports a local instance binds, by role ("main" first)."""
+
+    @abstractmethod
+    def address(self) -> dict[str, str]:
+        """How clients reach it (bootstrap / rest / dsn)."""
+
+    @abstractmethod
+    def healthy(self) -> bool:
+        """A cheap real request: metadata, REST overview, SELECT 1."""
+
+    @abstractmethod
+    def launch(self) -> None:
+        """Prepare first-time state (format, initdb, config files) and spawn the processes."""
+
+    def after_ready(self) -> None:
+        """One-time setup that needs the server up (users, databases)."""
+
+    def version(self) -> str | None:
+        return None
+
+    def details(self) -> dict[str, Any]:
+        return {}
+
+    def ready_what(self) -> str:
+        return f"{self.name} to become healthy"
+
+    # -- shared behaviour ---------------------------------------------------------------------
+    def process(self, role: str, stop_signal: int | None = None) -> ManagedProcess:
+        import signal as _signal
+
+        return ManagedProcess(
+            name=f"{self.name} {role}" if role != self.name else self.name,
+            pidfile=self.settings.state_dir / "run" / f"{role}.pid",
+            logfile=self.dir / "log" / f"{role}.log",
+            marker=str(self.settings.state_dir),
+            stop_signal=stop_signal if stop_signal is not None else _signal.SIGTERM,
+        )
+
+    def running_pids(self) -> list[int]:
+        return [pid for p in self.processes() if (pid := p.pid()) is not None]
+
+    def check_ports(self) -> None:
+        require_free_ports(self.name, self.ports())
+
+    def require(self, path: Path, what: str) -> Path:
+        if not path.exists():
+            raise MissingToolError(f"{self.name}: {what} not found at {path}: run `make bootstrap`")
+        return path
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        def abort() -> str | None:
+            for proc in self.processes():
+                reason = proc.exit_reason()
+                if reason:
+                    return reason
+            return None
+
+        wait_until(self.healthy, timeout or self.start_timeout, self.ready_what(), abort=abort)
+
+    def stop(self) -> bool:
+        """Stop local processes in reverse start order. True when anything was running."""
+        stopped = False
+        for proc in reversed(self.processes()):
+            stopped |= proc.stop(self.stop_timeout)
+        return stopped
+
+    def purge(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log_files(self) -> list[Path]:
+        return [p.logfile for p in self.processes()]
+
+    def logs(self, lines: int = 40) -> str:
+        parts = []
+        for path in self.log_files():
+            parts.append(f"==> {path} <==\n{tail(path, lines)}")
+        return "\n\n".join(parts)
+
+    def status(self) -> Status:
+        up = self.healthy()
+        return Status(
+            name=self.name,
+            state="up" if up else "down",
+            managed=not self.external,
+            address=self.address(),
+            version=self.version() if up else None,
+            pids=[] if self.external else self.running_pids(),
+            details=self.details() if up else {},
+        )

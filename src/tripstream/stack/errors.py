@@ -1,0 +1,21 @@
+"""What can go wrong while running the local stack."""
+
+from __future__ import annotations
+
+from tripstream.errors import TripstreamError
+
+
+class StackError(TripstreamError):
+    """A component could not be started, stopped or reached."""
+
+
+class PortInUseError(StackError):
+    """A port a component needs is taken by another process."""
+
+
+class WaitTimeout(StackError):
+    """A condition did not hold within its timeout; the message names the condition."""
+
+
+class MissingToolError(StackError):
+    """Something `make bootstrap` installs is not there (jars, PostgreSQL binaries, Java)."""

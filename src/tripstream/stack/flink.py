@@ -1,0 +1,260 @@
+"""A standalone Flink session cluster (one JobManager, one TaskManager) from pip's PyFlink.
+
+The ``apache-flink`` wheel ships Flink's scripts and jars. We run ``jobmanager.sh`` and
+``taskmanager.sh`` in ``start-foreground`` mode (they ``exec`` the JVM, so the pid we keep is the
+JVM's) with ``FLINK_CONF_DIR``, ``FLINK_LOG_DIR`` and ``FLINK_LIB_DIR`` pointing into the state
+dir: site-packages is never written to. The lib dir links Flink's own jars and the connector
+jars fetched by Maven, so every job finds the Kafka and JDBC connectors without ``pipeline.jars``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tripstream.stack.base import Service
+from tripstream.stack.errors import MissingToolError, StackError
+from tripstream.stack.process import ManagedProcess
+
+
+def flink_home() -> Path:
+    """The Flink distribution inside the installed PyFlink package."""
+    try:
+        import pyflink
+    except ImportError:
+        raise MissingToolError("PyFlink is not installed in this Python: run `make bootstrap`") from None
+    home = Path(pyflink.__file__).resolve().parent
+    if not (home / "bin" / "jobmanager.sh").exists():
+        raise MissingToolError(f"PyFlink at {home} has no bin/jobmanager.sh: reinstall apache-flink")
+    return home
+
+
+def rest_get(base_url: str, path: str, timeout: float = 3.0) -> Any:
+    """GET a Flink REST resource and decode its JSON."""
+    with urllib.request.urlopen(f"{base_url}{path}", timeout=timeout) as resp:  # noqa: S310 - our own URL
+        return json.loads(resp.read())
+
+
+def rest_call(base_url: str, path: str, method: str = "PATCH", body: Any = None, timeout: float = 10.0) -> Any:
+    """Send a non-GET request to the Flink REST API."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{base_url}{path}", data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+        raw = resp.read()
+    return json.loads(raw) if raw else None
+
+
+class FlinkService(Service):
+    """The local session cluster, or an existing one when ``flink.rest`` is set."""
+
+    name = "flink"
+    start_timeout = 120.0
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.dir / "conf"
+
+    @property
+    def lib_dir(self) -> Path:
+        return self.dir / "lib"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.dir / "checkpoints"
+
+    @property
+    def savepoints_dir(self) -> Path:
+        return self.dir / "savepoints"
+
+    @property
+    def rest_url(self) -> str:
+        return self.settings.flink.rest_url
+
+    def processes(self) -> list[ManagedProcess]:
+        if self.external:
+            return []
+        return [self.process("jobmanager"), self.process("taskmanager")]
+
+    def ports(self) -> dict[str, int]:
+        f = self.settings.flink
+        return {"main": f.port, "rpc": f.rpc_port}
+
+    def address(self) -> dict[str, str]:
+        return {"rest": self.rest_url}
+
+    def overview(self) -> dict[str, Any] | None:
+        try:
+            return rest_get(self.rest_url, "/overview", timeout=2)
+        except (OSError, ValueError, urllib.error.URLError):
+            return None
+
+    def healthy(self) -> bool:
+        ov = self.overview()
+        return bool(ov and ov.get("taskmanagers", 0) >= 1)
+
+    def ready_what(self) -> str:
+        return f"a TaskManager to register with Flink's REST API at {self.rest_url}"
+
+    def version(self) -> str | None:
+        ov = self.overview()
+        return ov.get("flink-version") if ov else None
+
+    def details(self) -> dict[str, Any]:
+        ov = self.overview() or {}
+        jobs: list[dict[str, Any]] = []
+        try:
+            for job in rest_get(self.rest_url, "/jobs/overview").get("jobs", []):
+                if job.get("state") == "RUNNING":
+                    jobs.append({"id": job["jid"], "name": job["name"], "state": job["state"]})
+        except (OSError, ValueError, urllib.error.URLError):
+            pass
+        return {
+            "taskmanagers": ov.get("taskmanagers"),
+            "slots_total": ov.get("slots-total"),
+            "slots_available": ov.get("slots-available"),
+            "running_jobs": jobs,
+        }
+
+    # -- local cluster --------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """The cluster's config.yaml, as flat keys (Flink 2.x reads only config.yaml)."""
+        f = self.settings.flink
+        python = sys.executable
+        return {
+            "jobmanager.rpc.address": "127.0.0.1",
+            "jobmanager.rpc.port": f.rpc_port,
+            "jobmanager.bind-host": "127.0.0.1",
+            "jobmanager.memory.process.size": f.jobmanager_memory,
+            "taskmanager.bind-host": "127.0.0.1",
+            "taskmanager.host": "127.0.0.1",
+            "taskmanager.numberOfTaskSlots": f.slots,
+            "taskmanager.memory.process.size": f.taskmanager_memory,
+            "taskmanager.memory.jvm-metaspace.size": "384m",
+            "parallelism.default": 1,
+            "rest.address": "127.0.0.1",
+            "rest.bind-address": "127.0.0.1",
+            "rest.port": f.port,
+            "blob.server.port": "0",
+            "execution.checkpointing.dir": self.checkpoints_dir.as_uri(),
+            "execution.checkpointing.savepoint-dir": self.savepoints_dir.as_uri(),
+            "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+            "execution.checkpointing.num-retained": 3,
+            "python.executable": python,
+            "python.client.executable": python,
+            "web.tmpdir": str(self.dir / "tmp" / "web"),
+            "io.tmp.dirs": str(self.dir / "tmp" / "io"),
+            "env.java.opts.all": "-Djava.net.preferIPv4Stack=true",
+        }
+
+    def _write_config(self, home: Path) -> None:
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("log4j-console.properties", "log4j-cli.properties", "log4j.properties"):
+            shutil.copyfile(home / "conf" / name, self.conf_dir / name)
+        lines = ["# Written by tripstream on every start; edit the settings, not this file."]
+        lines += [f"{key}: {json.dumps(value) if isinstance(value, str) else value}"
+                  for key, value in self.config().items()]
+        (self.conf_dir / "config.yaml").write_text("\n".join(lines) + "\n")
+        for sub in ("checkpoints", "savepoints", "tmp/web", "tmp/io", "log"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+
+    def _link_lib(self, home: Path) -> None:
+        """Flink's own jars plus the connectors, as symlinks in the state dir's lib/."""
+        connectors = self.require(self.settings.jars_dir / "flink", "the Flink connector jars")
+        jars = sorted((home / "lib").glob("*.jar")) + sorted(connectors.glob("*.jar"))
+        if not any(j.name.startswith("flink-sql-connector-kafka") for j in jars):
+            raise MissingToolError(f"flink: no Kafka connector jar in {connectors}: run `make bootstrap`")
+        if self.lib_dir.exists():
+            shutil.rmtree(self.lib_dir)
+        self.lib_dir.mkdir(parents=True)
+        for jar in jars:
+            (self.lib_dir / jar.name).symlink_to(jar)
+
+    def env(self) -> dict[str, str]:
+        """Environment for Flink's scripts (cluster and `flink run` client alike)."""
+        home = flink_home()
+        env = dict(os.environ)
+        env.update(
+            FLINK_HOME=str(home),
+            FLINK_CONF_DIR=str(self.conf_dir),
+            FLINK_LOG_DIR=str(self.dir / "log"),
+            FLINK_LIB_DIR=str(self.lib_dir),
+            FLINK_PID_DIR=str(self.settings.state_dir / "run" / "flink"),
+            FLINK_IDENT_STRING="tripstream",
+        )
+        # Flink's scripts call a bare `python`; make it the project's interpreter.
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def launch(self) -> None:
+        home = flink_home()
+        self._write_config(home)
+        self._link_lib(home)
+        env = self.env()
+        self.process("jobmanager").spawn([str(home / "bin" / "jobmanager.sh"), "start-foreground"], env=env, cwd=self.dir)
+        self.process("taskmanager").spawn([str(home / "bin" / "taskmanager.sh"), "start-foreground"], env=env, cwd=self.dir)
+
+    def stop(self) -> bool:
+        if self.external:
+            return False
+        return super().stop()
+
+    # -- jobs -----------------------------------------------------------------------------------
+    def job_state(self, job_id: str) -> str | None:
+        try:
+            return rest_get(self.rest_url, f"/jobs/{job_id}").get("state")
+        except (OSError, ValueError, urllib.error.URLError):
+            return None
+
+    def wait_job_state(self, job_id: str, states: set[str], timeout: float) -> str:
+        """Wait until the job reaches one of ``states``; a terminal surprise fails at once."""
+        from tripstream.stack.process import wait_until
+
+        seen: dict[str, str | None] = {}
+
+        def reached() -> bool:
+            seen["state"] = self.job_state(job_id)
+            return seen["state"] in states
+
+        def abort() -> str | None:
+            state = seen.get("state")
+            if state in {"FAILED", "CANCELED", "FINISHED"} - states:
+                return f"Flink job {job_id} ended {state}"
+            return None
+
+        wait_until(reached, timeout, f"Flink job {job_id} to reach {'/'.join(sorted(states))}", abort=abort)
+        return str(seen["state"])
+
+    def submit_python(self, script: Path, args: list[str] | None = None, timeout: float = 180.0) -> str:
+        """Submit a PyFlink script detached with ``flink run -py``; return the job id."""
+        import re
+        import subprocess
+
+        home = flink_home()
+        env = self.env()
+        if not self.conf_dir.joinpath("config.yaml").exists():
+            self._write_config(home)
+        if not self.lib_dir.exists():
+            self._link_lib(home)
+        cmd = [str(home / "bin" / "flink"), "run", "-d", "-m", self.rest_url.split("://", 1)[-1],
+               "-py", str(script), *(args or [])]
+        started = time.monotonic()
+        try:
+            result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise StackError(f"flink run {script.name} did not return within {timeout:.0f} s") from None
+        out = result.stdout + result.stderr
+        match = re.search(r"JobID\s+([0-9a-f]{32})", out)
+        if result.returncode != 0 or not match:
+            lines = [line for line in out.splitlines() if line.strip()]
+            cause = next((line for line in reversed(lines) if "Exception" in line or "Error" in line),
+                         lines[-1] if lines else f"exit code {result.returncode}")
+            raise StackError(f"flink run {script.name} failed after {time.monotonic() - started:.0f} s: {cause.strip()}")
+        return match.group(1)

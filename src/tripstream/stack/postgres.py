@@ -1,0 +1,224 @@
+"""A PostgreSQL cluster of the project's own, from Debian's server binaries.
+
+``initdb`` refuses to run as root, so when tripstream runs as root the cluster belongs to the
+``postgres`` system user (Debian's package creates it) and the server is spawned directly with
+that uid. The server listens on 127.0.0.1 and on a Unix socket in ``<state>/postgres/run``; the
+socket trusts local connections (only its owner and root can reach that directory), TCP asks for
+a password. The pipeline's role and database are created on the first start, with a generated
+password kept in ``<state>/postgres/password`` (mode 0600).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from tripstream.stack.base import Service
+from tripstream.stack.errors import MissingToolError, StackError
+from tripstream.stack.process import ManagedProcess
+
+SERVER_USER = "postgres"
+
+
+def pg_bindir() -> Path:
+    """Where initdb/postgres live: the newest /usr/lib/postgresql/N/bin, else PATH."""
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+                        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    if candidates:
+        return candidates[-1].parent
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    raise MissingToolError("PostgreSQL server binaries (initdb, postgres) not found: run `make bootstrap` "
+                           "(it installs Debian's postgresql package)")
+
+
+def mask_dsn(dsn: str) -> str:
+    """The DSN with its password replaced by ***, for display."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class PostgresService(Service):
+    """The local server, or an external one when ``postgres.dsn`` is set."""
+
+    name = "postgres"
+    start_timeout = 60.0
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.dir / "run"
+
+    @property
+    def password_file(self) -> Path:
+        return self.dir / "password"
+
+    def _run_as(self) -> str | None:
+        """The OS user that owns the cluster: `postgres` when we are root, else ourselves."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            pwd.getpwnam(SERVER_USER)
+        except KeyError:
+            raise MissingToolError("running as root needs the `postgres` system user: "
+                                   "install Debian's postgresql package (make bootstrap)") from None
+        return SERVER_USER
+
+    def processes(self) -> list[ManagedProcess]:
+        return [] if self.external else [self.process("postgres")]
+
+    def process(self, role: str, stop_signal: int | None = None) -> ManagedProcess:
+        # SIGINT is PostgreSQL's fast shutdown: roll back open transactions, checkpoint, exit.
+        return super().process(role, signal.SIGINT)
+
+    def ports(self) -> dict[str, int]:
+        return {"main": self.settings.postgres.port}
+
+    def password(self) -> str:
+        try:
+            return self.password_file.read_text().strip()
+        except OSError:
+            raise StackError(f"postgres: password file {self.password_file} missing; "
+                             "the state dir is incomplete (tripstream down --purge, then up)") from None
+
+    def dsn(self) -> str:
+        """The pipeline's DSN (with the password)."""
+        p = self.settings.postgres
+        if p.external:
+            return p.dsn
+        return (f"postgresql://{quote(p.user)}:{quote(self.password(), safe='')}"
+                f"@127.0.0.1:{p.port}/{quote(p.database)}")
+
+    def jdbc(self) -> tuple[str, str, str]:
+        """(JDBC URL, user, password) for Flink's JDBC connector."""
+        parts = urlsplit(self.dsn())
+        url = self.settings.postgres.jobs_jdbc_url or (
+            f"jdbc:postgresql://{parts.hostname}:{parts.port or 5432}{parts.path or '/postgres'}")
+        return url, unquote(parts.username or ""), unquote(parts.password or "")
+
+    def address(self) -> dict[str, str]:
+        try:
+            return {"dsn": mask_dsn(self.dsn())}
+        except StackError:
+            p = self.settings.postgres
+            return {"dsn": f"postgresql://{p.user}:***@127.0.0.1:{p.port}/{p.database}"}
+
+    def connect(self, **kwargs: Any):  # noqa: ANN201 - psycopg.Connection
+        import psycopg
+
+        return psycopg.connect(self.dsn(), **kwargs)
+
+    def healthy(self) -> bool:
+        try:
+            with self.connect(connect_timeout=2) as conn:
+                conn.execute("SELECT 1").fetchone()
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not healthy yet"
+            return False
+
+    def ready_what(self) -> str:
+        return f"PostgreSQL to accept the pipeline user on 127.0.0.1:{self.settings.postgres.port}"
+
+    def version(self) -> str | None:
+        try:
+            with self.connect(connect_timeout=2) as conn:
+                row = conn.execute("SHOW server_version").fetchone()
+            return str(row[0]).split()[0] if row else None
+        except Exception:  # noqa: BLE001
+            return None
+
+    # -- local server ---------------------------------------------------------------------------
+    def _chown(self, path: Path, user: str | None) -> None:
+        if user:
+            entry = pwd.getpwnam(user)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def _initdb(self, bindir: Path, user: str | None) -> None:
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        if self.data_dir.exists() and any(self.data_dir.iterdir()):
+            raise StackError(f"postgres: {self.data_dir} is not empty but holds no cluster (no PG_VERSION); "
+                             "the state dir is corrupt: tripstream down --purge")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
+        self._chown(self.data_dir, user)
+        result = subprocess.run(
+            [str(bindir / "initdb"), "-D", str(self.data_dir), "-U", SERVER_USER, "-E", "UTF8",
+             "--no-locale", "--auth-local=trust", "--auth-host=scram-sha-256"],
+            user=user, capture_output=True, text=True, timeout=180, cwd="/",
+        )
+        if result.returncode != 0:
+            lines = (result.stderr or result.stdout).strip().splitlines()
+            raise StackError(f"postgres: initdb failed: {lines[-1] if lines else result.returncode}")
+        if not self.password_file.exists():
+            self.password_file.write_text(secrets.token_urlsafe(24) + "\n")
+            os.chmod(self.password_file, 0o600)
+
+    def launch(self) -> None:
+        bindir = pg_bindir()
+        user = self._run_as()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._initdb(bindir, user)
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.socket_dir, 0o700)
+        self._chown(self.socket_dir, user)
+        log = self.process("postgres").logfile
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.process("postgres").spawn(
+            [str(bindir / "postgres"), "-D", str(self.data_dir),
+             "-c", "listen_addresses=127.0.0.1", "-c", f"port={self.settings.postgres.port}",
+             "-c", f"unix_socket_directories={self.socket_dir}", "-c", "logging_collector=off",
+             "-c", "max_connections=200", "-c", "fsync=on"],
+            user=user, cwd=Path("/"),
+        )
+
+    def _admin_ready(self) -> bool:
+        import psycopg
+
+        try:
+            with psycopg.connect(host=str(self.socket_dir), port=self.settings.postgres.port,
+                                 user=SERVER_USER, dbname="postgres", connect_timeout=2):
+                return True
+        except Exception:  # noqa: BLE001
+            return False
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait for the socket, make sure the pipeline role and database exist, then for TCP."""
+        from tripstream.stack.process import wait_until
+
+        proc = self.process("postgres")
+        if not self.external:
+            wait_until(self._admin_ready, timeout or self.start_timeout,
+                       f"PostgreSQL to accept connections on {self.socket_dir}", abort=proc.exit_reason)
+            self.after_ready()
+        super().wait_ready(timeout)
+
+    def after_ready(self) -> None:
+        """Create (or re-password) the pipeline's role and database; idempotent."""
+        import psycopg
+        from psycopg import sql
+
+        p = self.settings.postgres
+        with psycopg.connect(host=str(self.socket_dir), port=p.port, user=SERVER_USER,
+                             dbname="postgres", autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (p.user,)).fetchone()
+            verb = "ALTER" if exists else "CREATE"
+            conn.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(p.user), sql.Literal(self.password())))
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (p.database,)).fetchone():
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(p.database), sql.Identifier(p.user)))

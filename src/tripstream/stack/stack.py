@@ -1,0 +1,94 @@
+"""Start, stop and describe the components together."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+
+from tripstream.config import COMPONENTS, Settings
+from tripstream.errors import ConfigError
+from tripstream.stack.base import Service, Status
+from tripstream.stack.errors import StackError
+from tripstream.stack.flink import FlinkService
+from tripstream.stack.kafka import KafkaService
+from tripstream.stack.postgres import PostgresService
+
+
+def parse_components(only: str | Sequence[str] | None) -> list[str]:
+    """``"kafka,postgres"`` -> ["kafka", "postgres"] in canonical order; None -> all."""
+    if only is None or only == "" or only == []:
+        return list(COMPONENTS)
+    names = only.split(",") if isinstance(only, str) else list(only)
+    names = [n.strip().lower() for n in names if n.strip()]
+    unknown = [n for n in names if n not in COMPONENTS]
+    if unknown:
+        raise ConfigError(f"unknown component {unknown[0]!r}: choose from {', '.join(COMPONENTS)}")
+    return [c for c in COMPONENTS if c in names]
+
+
+class Stack:
+    """The three engines, local or external, as configured."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.kafka = KafkaService(settings)
+        self.flink = FlinkService(settings)
+        self.postgres = PostgresService(settings)
+
+    def services(self, names: Iterable[str] | None = None) -> list[Service]:
+        chosen = parse_components(list(names) if names is not None else None)
+        return [getattr(self, name) for name in chosen]
+
+    def up(self, only: str | Sequence[str] | None = None, timeout: float | None = None) -> dict[str, float]:
+        """Start what is not running yet and wait until all of it is healthy.
+
+        Returns the seconds each started component took. A healthy component is left alone; an
+        external one is only checked. On failure every component this call started is stopped.
+        """
+        wanted = self.services(parse_components(only))
+        to_start = [s for s in wanted if not s.external and not s.healthy()]
+        for service in to_start:
+            if service.running_pids():
+                # Alive but unhealthy (say, still starting from an earlier call): restart it clean.
+                service.stop()
+            service.check_ports()
+        started: list[Service] = []
+        timings: dict[str, float] = {}
+        t0 = time.monotonic()
+        try:
+            for service in to_start:
+                service.launch()
+                started.append(service)
+            for service in to_start:
+                service.wait_ready(timeout)
+                timings[service.name] = round(time.monotonic() - t0, 1)
+            for service in wanted:
+                if service.external and not service.healthy():
+                    raise StackError(f"{service.name}: the external {service.name} at "
+                                     f"{next(iter(service.address().values()))} does not answer")
+        except BaseException:
+            for service in reversed(started):
+                try:
+                    service.stop()
+                except Exception:  # noqa: BLE001 - best effort; the original error matters more
+                    pass
+            raise
+        return timings
+
+    def down(self, only: str | Sequence[str] | None = None, purge: bool = False) -> list[str]:
+        """Stop the local components (Flink first, Kafka and PostgreSQL after). Returns those stopped."""
+        stopped = []
+        for service in reversed(self.services(parse_components(only))):
+            if not service.external and service.stop():
+                stopped.append(service.name)
+        if purge:
+            if only:
+                for service in self.services(parse_components(only)):
+                    service.purge()
+            else:
+                shutil.rmtree(self.settings.state_dir, ignore_errors=True)
+        return stopped
+
+    def status(self, only: str | Sequence[str] | None = None) -> list[Status]:
+        return [service.status() for service in self.services(parse_components(only))]
