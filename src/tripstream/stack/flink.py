@@ -151,8 +151,22 @@ class FlinkService(Service):
             "python.client.executable": python,
             "web.tmpdir": str(self.dir / "tmp" / "web"),
             "io.tmp.dirs": str(self.dir / "tmp" / "io"),
-            "env.java.opts.all": "-Djava.net.preferIPv4Stack=true",
         }
+
+    def _full_config(self, home: Path) -> dict[str, Any]:
+        """PyFlink's shipped config.yaml (its JVM --add-opens flags matter on Java 17) + ours."""
+        import yaml
+
+        def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+            if not isinstance(node, dict):
+                return {prefix: node}
+            flat: dict[str, Any] = {}
+            for key, value in node.items():
+                flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+            return flat
+
+        shipped = flatten(yaml.safe_load((home / "conf" / "config.yaml").read_text()) or {})
+        return {**shipped, **self.config()}
 
     def _write_config(self, home: Path) -> None:
         self.conf_dir.mkdir(parents=True, exist_ok=True)
@@ -160,7 +174,7 @@ class FlinkService(Service):
             shutil.copyfile(home / "conf" / name, self.conf_dir / name)
         lines = ["# Written by tripstream on every start; edit the settings, not this file."]
         lines += [f"{key}: {json.dumps(value) if isinstance(value, str) else value}"
-                  for key, value in self.config().items()]
+                  for key, value in self._full_config(home).items()]
         (self.conf_dir / "config.yaml").write_text("\n".join(lines) + "\n")
         for sub in ("checkpoints", "savepoints", "tmp/web", "tmp/io", "log"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,1 @@
+"""PyFlink jobs, submitted to the Flink cluster with `flink run -py`."""
