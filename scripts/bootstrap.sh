@@ -62,7 +62,7 @@ fetch_jars() {  # name, extra maven flags
   fi
   say "fetching $name jars with Maven"
   rm -rf "$out"
-  mvn -q -B -f "$pom" "$DEP_PLUGIN:copy-dependencies" -DoutputDirectory="$ROOT/$out" \
+  mvn -q -B -Dstyle.color=never -f "$pom" "$DEP_PLUGIN:copy-dependencies" -DoutputDirectory="$ROOT/$out" \
       -DincludeScope=runtime "$@" || die "Maven could not fetch the $name jars (see the output above)"
   stamp "jars-$name" "$key"
 }

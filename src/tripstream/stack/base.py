@@ -92,7 +92,7 @@ class Service(ABC):
             name=f"{self.name} {role}" if role != self.name else self.name,
             pidfile=self.settings.state_dir / "run" / f"{role}.pid",
             logfile=self.dir / "log" / f"{role}.log",
-            marker=str(self.settings.state_dir),
+            marker=f"{self.settings.state_dir}/",
             stop_signal=stop_signal if stop_signal is not None else _signal.SIGTERM,
         )
 

@@ -1,0 +1,34 @@
+# tripstream: `make demo` runs the pipeline on the bundled sample, `make test` runs the tests.
+# Both install what they need first (`make bootstrap`, idempotent and quick when done).
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+TS     := $(VENV)/bin/tripstream
+PYTEST_ARGS ?=
+
+.PHONY: help bootstrap up down status demo test bench clean
+
+help:  ## List the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+bootstrap:  ## Install the venv (PyFlink included), the Kafka/Flink jars and PostgreSQL
+	@bash scripts/bootstrap.sh
+
+up: bootstrap  ## Start Kafka, Flink and PostgreSQL on 127.0.0.1
+	@$(TS) up
+
+down:  ## Stop the local stack (data kept)
+	@if [ -x $(TS) ]; then $(TS) down; fi
+
+status:  ## Show each component's state
+	@$(TS) status
+
+demo: bootstrap  ## Start the stack and run the pipeline on the bundled sample
+	@bash scripts/demo.sh
+
+test: bootstrap  ## Run the test suite against a stack of its own (other ports)
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:  ## Stop everything, delete the state dirs, the jars and the venv
+	@if [ -x $(TS) ]; then $(TS) down --purge; $(TS) --state-dir .tripstream-test down --purge; fi
+	rm -rf build $(VENV)

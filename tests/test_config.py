@@ -1,0 +1,74 @@
+"""Settings precedence and validation (pure logic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tripstream.config import load_settings
+from tripstream.errors import ConfigError
+
+
+def test_defaults_run_everything_locally_on_the_usual_ports() -> None:
+    s = load_settings(env={})
+    assert s.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert s.flink.rest_url == "http://127.0.0.1:8081"
+    assert s.flink.slots == 4
+    assert s.postgres.port == 5432
+    assert not any(s.external(c) for c in ("kafka", "flink", "postgres"))
+    assert s.state_dir == Path(".tripstream").resolve()
+
+
+def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
+    cfg = tmp_path / "tripstream.toml"
+    cfg.write_text('state_dir = "/srv/ts"\n[kafka]\nport = 9500\n[flink]\nslots = 8\n'
+                   '[kafka.client]\n"security.protocol" = "SASL_SSL"\n')
+    s = load_settings(env={"TRIPSTREAM_CONFIG": str(cfg), "TRIPSTREAM_KAFKA_PORT": "9600"}, flink={"slots": 2})
+    assert s.kafka.port == 9600
+    assert s.flink.slots == 2
+    assert s.state_dir == Path("/srv/ts")
+    assert s.kafka.client_config()["security.protocol"] == "SASL_SSL"
+
+
+def test_an_address_means_an_external_engine() -> None:
+    s = load_settings(env={"TRIPSTREAM_KAFKA_BOOTSTRAP": "broker-1:9093,broker-2:9093",
+                           "TRIPSTREAM_FLINK_REST": "http://flink:8081/",
+                           "TRIPSTREAM_POSTGRES_DSN": "postgresql://u:p@db/x"})
+    assert s.external("kafka") and s.external("flink") and s.external("postgres")
+    assert s.kafka.bootstrap_servers == "broker-1:9093,broker-2:9093"
+    assert s.flink.rest_url == "http://flink:8081"
+
+
+def test_kafka_client_properties_pass_through(tmp_path: Path) -> None:
+    props = tmp_path / "client.properties"
+    props.write_text("# SASL for a managed cluster\nsecurity.protocol=SASL_SSL\nsasl.mechanism = PLAIN\n")
+    s = load_settings(env={"TRIPSTREAM_KAFKA_CLIENT_PROPERTIES": str(props)})
+    conf = s.kafka.client_config(**{"client.id": "x"})
+    assert conf["security.protocol"] == "SASL_SSL"
+    assert conf["sasl.mechanism"] == "PLAIN"
+    assert conf["client.id"] == "x"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TRIPSTREAM_KAFKA_PORT": "ninety"}, "TRIPSTREAM_KAFKA_PORT: expected a positive integer"),
+        ({"TRIPSTREAM_FLINK_SLOTS": "0"}, "TRIPSTREAM_FLINK_SLOTS: expected a positive integer"),
+        ({"TRIPSTREAM_CONFIG": "/nonexistent/tripstream.toml"}, "cannot read config file"),
+        ({"TRIPSTREAM_KAFKA_CLIENT_PROPERTIES": "/nonexistent.properties"}, "cannot read Kafka client properties"),
+    ],
+)
+def test_bad_settings_get_one_clear_error(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env=env)
+
+
+def test_unknown_keys_in_the_file_are_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "t.toml"
+    cfg.write_text("[kafka]\nprot = 1\n")
+    with pytest.raises(ConfigError, match="unknown setting kafka.prot"):
+        load_settings(env={}, config_file=cfg)
+    cfg.write_text("[kafka\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(env={}, config_file=cfg)
