@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tripstream.config import COMPONENTS, Settings, load_settings
-from tripstream.errors import TripstreamError
+from tripstream.errors import ConfigError, TripstreamError
 
 app = typer.Typer(
     help="Real-time NYC taxi trip analytics on Kafka, PyFlink and PostgreSQL.",
@@ -142,6 +143,178 @@ def dsn() -> None:
     from tripstream.stack import Stack
 
     print(Stack(settings()).postgres.dsn())
+
+
+def _parse_time(value: str | None, option: str):  # noqa: ANN202 - datetime | None
+    from datetime import datetime
+
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{option}: not an ISO date/time: {value!r} (e.g. 2024-10-01T06:00)") from None
+
+
+def _client_overrides(pairs: list[str]) -> dict[str, str]:
+    conf = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"-X expects key=value (a Kafka client setting), got {pair!r}")
+        conf[key.strip()] = value.strip()
+    return conf
+
+
+@app.command()
+def produce(
+    file: Annotated[Optional[Path], typer.Argument(help="A TLC trip file: parquet, csv or csv.gz (green or yellow).")] = None,
+    synthetic: Annotated[bool, typer.Option("--synthetic", help="Generate trips instead of reading a file.")] = False,
+    topic: Annotated[str, typer.Option(help="Kafka topic (created when missing).")] = "trips",
+    partitions: Annotated[int, typer.Option(min=1, help="Partitions of a newly created topic.")] = 4,
+    replication: Annotated[int, typer.Option(min=1, help="Replication factor of a newly created topic.")] = 1,
+    key: Annotated[str, typer.Option(help="Event field used as the message key.")] = "pu_location_id",
+    fmt: Annotated[str, typer.Option("--format", help="Wire format: json or avro.")] = "json",
+    order: Annotated[str, typer.Option(help="file (as stored) or event-time (sorted by pickup).")] = "file",
+    speed: Annotated[str, typer.Option(help="max, realtime, or N times faster than the event clock.")] = "max",
+    limit: Annotated[Optional[int], typer.Option(min=0, help="Send at most this many events.")] = None,
+    from_: Annotated[Optional[str], typer.Option("--from", help="Only pickups at or after this time.")] = None,
+    to: Annotated[Optional[str], typer.Option("--to", help="Only pickups before this time.")] = None,
+    seed: Annotated[int, typer.Option(help="Synthetic: random seed (same seed, same stream).")] = 42,
+    rate: Annotated[float, typer.Option(help="Synthetic: mean trips per event-time second.")] = 5.0,
+    start: Annotated[str, typer.Option(help="Synthetic: event time of the first trip.")] = "2024-10-01T00:00:00",
+    jitter: Annotated[float, typer.Option(min=0, help="Synthetic: out-of-order jitter, seconds.")] = 0.0,
+    late_fraction: Annotated[float, typer.Option(min=0, max=1, help="Synthetic: fraction of late events.")] = 0.0,
+    late_by: Annotated[float, typer.Option(min=0, help="Synthetic: how late, seconds.")] = 60.0,
+    duplicates: Annotated[float, typer.Option(min=0, max=1, help="Synthetic: fraction of re-sent events.")] = 0.0,
+    malformed: Annotated[float, typer.Option(min=0, max=1, help="Synthetic: fraction of broken payloads.")] = 0.0,
+    quiet_zones: Annotated[Optional[str], typer.Option(help="Synthetic: pickup zones that go quiet (1,2,3).")] = None,
+    quiet_after: Annotated[Optional[str], typer.Option(help="Synthetic: when those zones go quiet.")] = None,
+    client: Annotated[list[str], typer.Option("-X", help="Kafka client setting key=value (repeatable).")] = [],  # noqa: B006
+    rejects: Annotated[Optional[Path], typer.Option(help="Where unconvertible rows go (JSON lines).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary at the end.")] = False,
+) -> None:
+    """Send trip events to Kafka: a TLC file or a synthetic stream, keyed by pickup zone."""
+    from tripstream.events.producer import TripProducer, file_items, parse_speed, synthetic_items
+    from tripstream.kafka.topics import ensure_topic
+
+    # Everything is checked before a single record is sent.
+    if synthetic == (file is not None):
+        raise ConfigError("give a trip FILE or --synthetic (one of them)")
+    if order not in ("file", "event-time"):
+        raise ConfigError(f"--order must be file or event-time, got {order!r}")
+    pace = parse_speed(speed)
+    lo, hi = _parse_time(from_, "--from"), _parse_time(to, "--to")
+    overrides = _client_overrides(client)
+    total: int | None = limit
+    if synthetic:
+        from tripstream.events.synthetic import SyntheticStream
+
+        zones = None
+        if quiet_zones:
+            try:
+                zones = {int(z) for z in quiet_zones.split(",") if z.strip()}
+            except ValueError:
+                raise ConfigError(f"--quiet-zones expects zone ids like 1,2,3, got {quiet_zones!r}") from None
+        stream = SyntheticStream(seed, _parse_time(start, "--start"), rate=rate, limit=limit, end=hi,
+                                 jitter_s=jitter, late_fraction=late_fraction, late_by_s=late_by,
+                                 duplicate_fraction=duplicates, malformed_fraction=malformed,
+                                 quiet_zones=zones, quiet_after=_parse_time(quiet_after, "--quiet-after"))
+        items = synthetic_items(stream)
+        source_name = f"synthetic-seed{seed}"
+    else:
+        from tripstream.events.readers import open_trip_file
+
+        source = open_trip_file(file)
+        if total is None and lo is None and hi is None:
+            total = len(source)
+        items = file_items(source, order=order, limit=limit, start=lo, end=hi)
+        source_name = file.name.split(".")[0]
+    cfg = settings()
+    producer = TripProducer(cfg.kafka, topic, fmt=fmt, key_field=key, client_overrides=overrides)
+    rejects_path = rejects or cfg.state_dir / "rejects" / f"{source_name}-{time.strftime('%Y%m%dT%H%M%S')}.jsonl"
+    ensure_topic(cfg.kafka, topic, partitions=partitions, replication=replication)
+
+    progress_cb = None
+    bar = None
+    if not quiet:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,} events"),
+                       TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err, transient=True)
+        task = bar.add_task(f"{topic}", total=total, rate="")
+
+        def progress_cb(report) -> None:  # noqa: ANN001
+            secs = max(report.seconds, 1e-9)
+            bar.update(task, completed=report.sent,
+                       rate=f"{report.sent / secs:,.0f} ev/s {report.bytes / 1e6 / secs:,.1f} MB/s")
+
+        bar.start()
+    try:
+        report = producer.send(items, speed=pace, rejects_path=rejects_path, progress=progress_cb)
+    finally:
+        if bar is not None:
+            bar.stop()
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    if report.rejects_file:
+        err.print(f"{report.rejected} rows rejected, reasons in {report.rejects_file}", highlight=False)
+    if report.first_error:
+        err.print(f"first delivery error: {report.first_error}", highlight=False)
+    err.print(report.last_line(), highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+    if report.interrupted:
+        raise typer.Exit(130)
+
+
+topic_app = typer.Typer(help="Look inside Kafka topics.", no_args_is_help=True)
+app.add_typer(topic_app, name="topic")
+
+
+@topic_app.command("describe")
+def topic_describe(topic: str) -> None:
+    """Partitions, leaders and offset ranges of a topic."""
+    from tripstream.kafka.topics import describe
+
+    table = Table(title=f"topic {topic}", title_justify="left")
+    for col in ("partition", "leader", "replicas", "low", "high", "messages"):
+        table.add_column(col, justify="right")
+    parts = describe(settings().kafka, topic)
+    for p in parts:
+        table.add_row(str(p.partition), str(p.leader), str(p.replicas), str(p.low), str(p.high), f"{p.messages:,}")
+    out.print(table)
+    out.print(f"{sum(p.messages for p in parts):,} messages in {len(parts)} partitions")
+
+
+@topic_app.command("count")
+def topic_count(topic: str) -> None:
+    """How many messages the topic holds."""
+    from tripstream.kafka.topics import count
+
+    print(count(settings().kafka, topic))
+
+
+@topic_app.command("tail")
+def topic_tail(
+    topic: str,
+    lines: Annotated[int, typer.Option("-n", "--lines", min=1, help="Last N messages of each partition.")] = 5,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new messages.")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="Decode values as json or avro.")] = "json",
+) -> None:
+    """Print the last messages of each partition, decoded, one JSON object per line."""
+    from tripstream.events.serializers import get_serializer
+    from tripstream.kafka.topics import read
+
+    decode = get_serializer(fmt).deserialize
+    for msg in read(settings().kafka, topic, last=lines, follow=follow):
+        try:
+            value: object = decode(msg.value())
+        except Exception:  # noqa: BLE001 - a poison message is shown raw, not fatal
+            value = {"undecodable": msg.value().decode("utf-8", "replace")}
+        print(json.dumps({"partition": msg.partition(), "offset": msg.offset(),
+                          "key": msg.key().decode() if msg.key() else None, "value": value}, default=str))
 
 
 def main() -> None:

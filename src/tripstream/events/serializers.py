@@ -1,0 +1,167 @@
+"""Wire formats for trip events: JSON (Flink ``'json'`` format) and schemaless Avro.
+
+JSON keys follow :data:`FIELDS` order with ``null`` for missing values (orjson writes any stray
+NaN as ``null`` too). Avro is the schemaless binary encoding of ``trip_event.avsc``: every field
+a ``["null", T]`` union with null first and timestamps as ``local-timestamp-millis``, which is
+byte-for-byte what Flink's ``'avro'`` format derives from the nullable DDL in
+:func:`~tripstream.events.schema.column_types` (Flink reads with its own derived schema, so field
+order and types must match exactly: the tests pin them).
+
+Both ``deserialize`` methods return a plain dict in the JSON shape (timestamps as strings), so a
+consumer can compare payloads across formats; use :meth:`TripEvent.from_mapping` to validate.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from typing import Any, Mapping, Protocol
+
+import fastavro
+import orjson
+
+from tripstream.events.errors import EventsError
+from tripstream.events.schema import (
+    FIELDS,
+    FLOAT_FIELDS,
+    TIMESTAMP_FIELDS,
+    TripEvent,
+    event_time_ms,
+    format_timestamp,
+)
+
+AVRO_SCHEMA_RESOURCE = "trip_event.avsc"
+EventLike = TripEvent | Mapping[str, Any]
+
+
+class Serializer(Protocol):
+    """What the producer needs: a name (for config/logs) and bytes in, bytes out."""
+
+    name: str
+
+    def serialize(self, event: EventLike) -> bytes: ...
+
+    def deserialize(self, payload: bytes) -> dict[str, Any]: ...
+
+
+def _as_record(event: EventLike) -> dict[str, Any]:
+    if isinstance(event, TripEvent):
+        return dict(zip(FIELDS, event))
+    return {name: event.get(name) for name in FIELDS}
+
+
+class JsonSerializer:
+    """UTF-8 JSON object, keys in :data:`FIELDS` order; read by Flink with the SQL timestamp format."""
+
+    name = "json"
+    content_type = "application/json"
+
+    def serialize(self, event: EventLike) -> bytes:
+        """Encode one event (``TripEvent`` or mapping; unknown keys are dropped)."""
+        return orjson.dumps(_as_record(event))
+
+    def deserialize(self, payload: bytes) -> dict[str, Any]:
+        """Decode to a dict; :class:`EventsError` if it is not a JSON object."""
+        try:
+            value = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise EventsError(f"payload is not valid JSON ({exc})") from None
+        if not isinstance(value, dict):
+            raise EventsError(f"payload is JSON {type(value).__name__}, not an object")
+        return value
+
+
+@cache
+def avro_schema_text() -> str:
+    """The bundled ``trip_event.avsc`` (read on first use, not at import)."""
+    return resources.files("tripstream.events").joinpath(AVRO_SCHEMA_RESOURCE).read_text("utf-8")
+
+
+@cache
+def avro_schema() -> dict[str, Any]:
+    """The parsed (fastavro) Avro schema of :class:`TripEvent`."""
+    return fastavro.parse_schema(json.loads(avro_schema_text()))
+
+
+class AvroSerializer:
+    """Schemaless Avro binary (no container header, no schema-registry prefix)."""
+
+    name = "avro"
+    content_type = "application/avro"
+
+    def __init__(self) -> None:
+        self._schema = avro_schema()
+
+    def serialize(self, event: EventLike) -> bytes:
+        """Encode one event; timestamps become wall-clock millis, non-finite floats null."""
+        record = _as_record(event)
+        for name in TIMESTAMP_FIELDS:
+            value = record[name]
+            if value is not None:
+                record[name] = event_time_ms(value)
+        for name in FLOAT_FIELDS:
+            value = record[name]
+            if isinstance(value, float) and not math.isfinite(value):
+                record[name] = None
+        buffer = io.BytesIO()
+        try:
+            fastavro.schemaless_writer(buffer, self._schema, record)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise EventsError(f"event {record.get('event_id')!r} does not fit the Avro schema ({exc})") from None
+        return buffer.getvalue()
+
+    def deserialize(self, payload: bytes) -> dict[str, Any]:
+        """Decode to a dict in the JSON shape; :class:`EventsError` on truncated/garbage bytes."""
+        buffer = io.BytesIO(payload)
+        try:
+            record = fastavro.schemaless_reader(buffer, self._schema, None)
+        except (EOFError, ValueError, IndexError, UnicodeDecodeError, OverflowError) as exc:
+            raise EventsError(f"payload is not a TripEvent in Avro ({type(exc).__name__}: {exc})") from None
+        if buffer.tell() != len(payload):
+            raise EventsError(f"payload has {len(payload) - buffer.tell()} trailing bytes after the Avro record")
+        if not isinstance(record, dict):
+            raise EventsError("payload did not decode to an Avro record")
+        for name in TIMESTAMP_FIELDS:
+            value = record.get(name)
+            if isinstance(value, datetime):
+                record[name] = format_timestamp(value.replace(tzinfo=None))
+        return record
+
+
+_SERIALIZERS: dict[str, type[JsonSerializer] | type[AvroSerializer]] = {
+    "json": JsonSerializer,
+    "avro": AvroSerializer,
+}
+SERIALIZER_NAMES: tuple[str, ...] = tuple(_SERIALIZERS)
+
+
+def get_serializer(name: str) -> Serializer:
+    """A serializer by config name ('json' or 'avro'); :class:`EventsError` otherwise."""
+    try:
+        factory = _SERIALIZERS[name.strip().lower()]
+    except (KeyError, AttributeError):
+        raise EventsError(
+            f"unknown serializer {name!r}; choose one of {', '.join(SERIALIZER_NAMES)}"
+        ) from None
+    return factory()
+
+
+def key_for(event: EventLike, key_field: str = "pu_location_id") -> bytes | None:
+    """Kafka message key: the field's value as a UTF-8 decimal/text string.
+
+    Keying by pickup zone keeps each zone's events in one partition (ordered per zone). Returns
+    ``None`` (no key: the partitioner spreads such records) when the value is null; only
+    ``pu_location_id`` and the other required fields are guaranteed non-null.
+    """
+    if key_field not in FIELDS:
+        raise EventsError(f"unknown key field {key_field!r}; choose one of {', '.join(FIELDS)}")
+    value = getattr(event, key_field) if isinstance(event, TripEvent) else event.get(key_field)
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).encode("utf-8")

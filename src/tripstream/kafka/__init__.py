@@ -1,0 +1,1 @@
+"""Kafka plumbing shared by the producer, the CLI and the tests: topics and their contents."""
