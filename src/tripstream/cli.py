@@ -22,7 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 class _State:
@@ -320,7 +320,10 @@ def topic_tail(
 def main() -> None:
     """Entry point: one clear line and a non-zero exit for every expected error."""
     try:
-        app(standalone_mode=False)
+        # Non-standalone click returns typer.Exit's code instead of raising it.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except TripstreamError as exc:
         first, _, rest = str(exc).partition("\n")
         err.print(f"[bold red]error:[/] {first}", highlight=False, soft_wrap=True)

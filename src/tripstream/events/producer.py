@@ -146,6 +146,10 @@ class TripProducer:
         key_for(_PROBE_EVENT, key_field)  # fail fast on an unknown key field
         self.config = kafka.client_config(**{**PRODUCER_DEFAULTS, **(client_overrides or {})})
         self.stop = threading.Event()
+        try:  # built here so a bad client setting fails before anything is sent
+            self.producer = Producer(self.config)
+        except KafkaException as exc:
+            raise EventsError(f"bad Kafka client setting: {exc.args[0].str()}") from None
 
     def _install_signals(self) -> Callable[[], None]:
         """SIGINT/SIGTERM ask the loop to stop (then everything accepted is flushed)."""
@@ -174,10 +178,7 @@ class TripProducer:
     ) -> ProduceReport:
         """Send ``(clock_ms, item)`` pairs; the clock paces the replay (None: no pacing)."""
         report = ProduceReport(topic=self.topic, format=self.fmt)
-        try:
-            producer = Producer(self.config)
-        except KafkaException as exc:
-            raise EventsError(f"bad Kafka client setting: {exc.args[0].str()}") from None
+        producer = self.producer
         pacer = Pacer(speed, self.stop)
         restore = self._install_signals()
         rejects_fh = None
