@@ -184,6 +184,8 @@ class TripProducer:
         rejects_fh = None
         serialize = self.serializer.serialize
         key_field = self.key_field
+        keys: dict[object, bytes | None] = {}  # key bytes per key value: few distinct zones
+        key_index = TripEvent._fields.index(key_field)
         topic = self.topic
         partitions = report.partitions
 
@@ -221,7 +223,11 @@ class TripProducer:
                     value, key, ts = item.payload, None, clock_ms
                     report.malformed += 1
                 else:
-                    value, key, ts = serialize(item), key_for(item, key_field), item.event_time_ms
+                    raw_key = item[key_index]
+                    key = keys.get(raw_key)
+                    if key is None and raw_key is not None:
+                        key = keys[raw_key] = key_for(item, key_field)
+                    value, ts = serialize(item), item.event_time_ms
                 while True:
                     try:
                         producer.produce(topic, value=value, key=key, timestamp=ts or 0, on_delivery=on_delivery)

@@ -246,8 +246,12 @@ def wall_clock_ms(value: datetime) -> int:
     return (value.replace(tzinfo=timezone.utc) - _EPOCH) // _MS
 
 
+@lru_cache(maxsize=1 << 16)
 def event_time_ms(pickup_at: str) -> int:
-    """Event time in ms: the wall-clock pickup read as UTC (Kafka timestamp, sort key)."""
+    """Event time in ms: the wall-clock pickup read as UTC (Kafka timestamp, sort key).
+
+    Memoised: trips share pickup seconds, and the producer asks once per event.
+    """
     return wall_clock_ms(parse_timestamp(pickup_at))
 
 
