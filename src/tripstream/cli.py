@@ -317,6 +317,81 @@ def topic_tail(
                           "key": msg.key().decode() if msg.key() else None, "value": value}, default=str))
 
 
+@app.command()
+def submit(
+    job: Annotated[str, typer.Argument(help="passthrough or tumbling.")],
+    topic: Annotated[str, typer.Option(help="The trips topic to read.")] = "trips",
+    watermark: Annotated[str, typer.Option(help="Bounded out-of-orderness of the watermark.")] = "15s",
+    idle_timeout: Annotated[str, typer.Option(help="Mark a quiet partition idle after this (off: 0).")] = "5s",
+    startup: Annotated[str, typer.Option(help="earliest|latest|group|timestamp:<ISO>|specific:<p:o,...>")] = "earliest",
+    until: Annotated[Optional[str], typer.Option(help="latest: stop at the offsets latest at start.")] = None,
+    mode: Annotated[str, typer.Option(help="streaming or batch (batch needs --until latest).")] = "streaming",
+    parallelism: Annotated[int, typer.Option(help="Job parallelism.")] = 1,
+    checkpoint_interval: Annotated[str, typer.Option(help="Exactly-once checkpoint interval.")] = "10s",
+    window: Annotated[str, typer.Option(help="tumbling: window size, aligned to the clock.")] = "5min",
+) -> None:
+    """Submit a PyFlink job to the Flink cluster; it writes PostgreSQL by upsert."""
+    from tripstream.jobs.options import JobOptions, parse_duration_ms
+    from tripstream.jobs.submit import submit as submit_job
+    from tripstream.stack import Stack
+
+    opts = JobOptions(
+        job=job, topic=topic, watermark_ms=parse_duration_ms(watermark, "--watermark"),
+        idle_timeout_ms=parse_duration_ms(idle_timeout, "--idle-timeout", allow_zero=True),
+        startup=startup, until=until, mode=mode, parallelism=parallelism,
+        checkpoint_interval_ms=parse_duration_ms(checkpoint_interval, "--checkpoint-interval"),
+        window_ms=parse_duration_ms(window, "--window"),
+    )
+    stack = Stack(settings())
+    with err.status(f"submitting {job}..."):
+        job_id = submit_job(stack, opts)
+    err.print(f"submitted {job} as Flink job {job_id}; UI: {stack.flink.rest_url}/#/job/running/{job_id}")
+    print(job_id)
+
+
+jobs_app = typer.Typer(help="List and stop tripstream's jobs.", invoke_without_command=True)
+app.add_typer(jobs_app, name="jobs")
+
+
+@jobs_app.callback()
+def jobs_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Each job's name, state, uptime, last checkpoint and records in/out."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from tripstream.jobs.submit import describe_jobs
+    from tripstream.stack import Stack
+
+    rows = describe_jobs(Stack(settings()))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="tripstream jobs", title_justify="left")
+    for col in ("name", "state", "uptime", "last checkpoint", "records in", "records out", "flink job id"):
+        table.add_column(col)
+    for r in rows:
+        cp = r.get("last_checkpoint")
+        cp_text = f"#{cp['id']} {time.strftime('%H:%M:%S', time.localtime(cp['at_ms'] / 1000))} {cp['size_bytes']:,} B" if cp else "-"
+        table.add_row(r["name"], r["state"], f"{r['uptime_s']} s", cp_text, str(r.get("records_in", "-")),
+                      str(r.get("records_out", "-")), r["id"])
+    out.print(table)
+
+
+@jobs_app.command("stop")
+def jobs_stop(
+    name: str,
+    savepoint: Annotated[bool, typer.Option("--savepoint", help="Stop with a savepoint (resume later).")] = False,
+) -> None:
+    """Cancel a running job, or stop it with a savepoint."""
+    from tripstream.jobs.submit import stop
+    from tripstream.stack import Stack
+
+    location = stop(Stack(settings()), name, savepoint=savepoint)
+    err.print(f"stopped {name}" + (f"; savepoint at {location}" if location else ""))
+
+
 def main() -> None:
     """Entry point: one clear line and a non-zero exit for every expected error."""
     try:

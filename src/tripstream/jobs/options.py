@@ -1,0 +1,103 @@
+"""What every job takes: time semantics, where to start and stop reading, runtime settings.
+
+Parsed and checked on the command line, before anything is submitted, and shipped to the job as
+JSON, so the PyFlink script never has to second-guess its input.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from tripstream.errors import ConfigError
+
+JOB_NAMES: tuple[str, ...] = ("passthrough", "tumbling")
+
+_UNITS_MS = {"ms": 1, "s": 1000, "sec": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h)\s*$")
+
+
+def parse_duration_ms(value: str, option: str, allow_zero: bool = False) -> int:
+    """``"15s"``, ``"5min"``, ``"500ms"``, ``"1h"`` -> milliseconds; ``"off"``/``"0"`` -> 0 when allowed."""
+    text = str(value).strip().lower()
+    if allow_zero and text in ("0", "off", "none"):
+        return 0
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"{option}: not a duration: {value!r} (use e.g. 500ms, 15s, 5min, 1h)")
+    ms = int(float(match.group(1)) * _UNITS_MS[match.group(2)])
+    if ms <= 0 and not allow_zero:
+        raise ConfigError(f"{option}: must be longer than zero, got {value!r}")
+    return ms
+
+
+def startup_options(startup: str) -> dict[str, str]:
+    """Kafka SQL connector options for ``--startup``.
+
+    earliest | latest | group | timestamp:<ISO wall-clock time> | specific:<partition:offset,...>.
+    Timestamps are read like the events' record timestamps: wall-clock as if UTC.
+    """
+    kind, _, arg = startup.partition(":")
+    kind = kind.strip().lower()
+    if kind == "earliest" and not arg:
+        return {"scan.startup.mode": "earliest-offset"}
+    if kind == "latest" and not arg:
+        return {"scan.startup.mode": "latest-offset"}
+    if kind == "group" and not arg:
+        return {"scan.startup.mode": "group-offsets", "properties.auto.offset.reset": "earliest"}
+    if kind == "timestamp":
+        from tripstream.events.schema import wall_clock_ms
+
+        try:
+            millis = wall_clock_ms(datetime.fromisoformat(arg.strip()))
+        except ValueError:
+            raise ConfigError(f"--startup timestamp:<ISO time> expected, got {startup!r}") from None
+        return {"scan.startup.mode": "timestamp", "scan.startup.timestamp-millis": str(millis)}
+    if kind == "specific":
+        parts = []
+        for pair in arg.split(","):
+            p, sep, o = pair.partition(":")
+            if not sep or not p.strip().isdigit() or not o.strip().isdigit():
+                raise ConfigError(f"--startup specific:<partition:offset,...> expected, got {startup!r}")
+            parts.append(f"partition:{int(p)},offset:{int(o)}")
+        return {"scan.startup.mode": "specific-offsets", "scan.startup.specific-offsets": ";".join(parts)}
+    raise ConfigError(f"--startup must be earliest, latest, group, timestamp:<ISO time> or "
+                      f"specific:<partition:offset,...>, got {startup!r}")
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """One job submission's settings (JSON-serialisable)."""
+
+    job: str
+    topic: str = "trips"
+    watermark_ms: int = 15_000
+    idle_timeout_ms: int = 5_000
+    startup: str = "earliest"
+    until: str | None = None  # "latest": bounded at the offsets latest when the job starts
+    mode: str = "streaming"
+    parallelism: int = 1
+    checkpoint_interval_ms: int = 10_000
+    window_ms: int = 300_000
+
+    def __post_init__(self) -> None:
+        if self.job not in JOB_NAMES:
+            raise ConfigError(f"unknown job {self.job!r}; choose one of {', '.join(JOB_NAMES)}")
+        if self.mode not in ("streaming", "batch"):
+            raise ConfigError(f"--mode must be streaming or batch, got {self.mode!r}")
+        if self.until not in (None, "latest"):
+            raise ConfigError(f"--until must be latest, got {self.until!r}")
+        if self.mode == "batch" and self.until is None:
+            raise ConfigError("--mode batch needs a bounded input: add --until latest")
+        if self.parallelism < 1:
+            raise ConfigError(f"--parallelism must be at least 1, got {self.parallelism}")
+        startup_options(self.startup)  # validates
+
+    @property
+    def pipeline_name(self) -> str:
+        return f"tripstream-{self.job}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

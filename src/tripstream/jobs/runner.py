@@ -1,0 +1,44 @@
+"""The script `flink run -py` executes: build one job's pipeline from its JSON spec and submit it.
+
+It runs in the Flink client's Python (the project's venv), reads the spec file written by
+`tripstream submit` (options and connection settings; the file is private to the user), sets the
+runtime (streaming or batch, parallelism, exactly-once checkpoints, source idle timeout) and adds
+the job's INSERT statements to one statement set, so the job is a single Flink job.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+
+def main(spec_path: str) -> None:
+    from pyflink.table import EnvironmentSettings, TableEnvironment
+
+    from tripstream.jobs.options import JobOptions
+
+    spec = json.loads(Path(spec_path).read_text())
+    opts = JobOptions(**spec["options"])
+    env_settings = (EnvironmentSettings.in_batch_mode() if opts.mode == "batch"
+                    else EnvironmentSettings.in_streaming_mode())
+    t_env = TableEnvironment.create(env_settings)
+    config = t_env.get_config()
+    config.set("pipeline.name", opts.pipeline_name)
+    config.set("parallelism.default", str(opts.parallelism))
+    config.set("table.exec.resource.default-parallelism", str(opts.parallelism))
+    if opts.mode == "streaming":
+        config.set("execution.checkpointing.interval", f"{opts.checkpoint_interval_ms} ms")
+        config.set("execution.checkpointing.mode", "EXACTLY_ONCE")
+        config.set("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+        if opts.idle_timeout_ms:
+            config.set("table.exec.source.idle-timeout", f"{opts.idle_timeout_ms} ms")
+    module = importlib.import_module(f"tripstream.jobs.{opts.job}")
+    statements = t_env.create_statement_set()
+    module.build(t_env, statements, opts, spec["connections"])
+    statements.execute()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

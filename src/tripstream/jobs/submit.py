@@ -1,0 +1,126 @@
+"""Submit, list and stop tripstream's jobs on the Flink cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+from pathlib import Path
+from typing import Any
+
+from tripstream.errors import TripstreamError
+from tripstream.jobs.migrations import migrate
+from tripstream.jobs.options import JobOptions
+from tripstream.stack import Stack
+from tripstream.stack.flink import rest_get
+
+ACTIVE = {"CREATED", "INITIALIZING", "RUNNING", "RESTARTING", "RECONCILING", "CANCELLING", "FAILING"}
+
+
+class JobError(TripstreamError):
+    """A job cannot be submitted, found or stopped."""
+
+
+def flink_jobs(stack: Stack) -> list[dict[str, Any]]:
+    """Every job the cluster knows, newest first."""
+    try:
+        jobs = rest_get(stack.flink.rest_url, "/jobs/overview").get("jobs", [])
+    except (OSError, ValueError, urllib.error.URLError):
+        raise JobError(f"Flink's REST API at {stack.flink.rest_url} does not answer: tripstream up") from None
+    return sorted(jobs, key=lambda j: j.get("start-time", 0), reverse=True)
+
+
+def active_job(stack: Stack, name: str) -> dict[str, Any] | None:
+    pipeline = f"tripstream-{name}"
+    return next((j for j in flink_jobs(stack) if j["name"] == pipeline and j["state"] in ACTIVE), None)
+
+
+def submit(stack: Stack, opts: JobOptions, timeout: float = 180.0) -> str:
+    """Create the tables, refuse a duplicate, submit, and wait until the job runs."""
+    from tripstream.kafka.topics import topic_partitions
+
+    running = active_job(stack, opts.job)
+    if running:
+        raise JobError(f"job {opts.job!r} is already running (Flink job {running['jid']}); "
+                       f"stop it first: tripstream jobs stop {opts.job}")
+    if topic_partitions(stack.settings.kafka, opts.topic) is None:
+        raise JobError(f"topic {opts.topic!r} does not exist: produce events first (tripstream produce)")
+    with stack.postgres.connect() as conn:
+        migrate(conn)
+    url, user, password = stack.postgres.jdbc()
+    spec = {
+        "options": opts.as_dict(),
+        "connections": {
+            "kafka_bootstrap": stack.settings.kafka.jobs_bootstrap_servers,
+            "kafka_client": dict(stack.settings.kafka.client),
+            "jdbc_url": url, "jdbc_user": user, "jdbc_password": password,
+        },
+    }
+    spec_dir = stack.settings.state_dir / "jobs"
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    spec_path = spec_dir / f"{opts.job}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(spec, fh, indent=2)
+    from tripstream.jobs import runner
+
+    job_id = stack.flink.submit_python(Path(runner.__file__), [str(spec_path)], timeout=timeout)
+    stack.flink.wait_job_state(job_id, {"RUNNING", "FINISHED"}, timeout)
+    return job_id
+
+
+def describe_jobs(stack: Stack) -> list[dict[str, Any]]:
+    """Name, state, uptime, last checkpoint and record counts of tripstream's jobs."""
+    rows = []
+    for job in flink_jobs(stack):
+        if not job["name"].startswith("tripstream-"):
+            continue
+        row: dict[str, Any] = {"name": job["name"].removeprefix("tripstream-"), "id": job["jid"],
+                               "state": job["state"], "uptime_s": round(job.get("duration", 0) / 1000)}
+        try:
+            detail = rest_get(stack.flink.rest_url, f"/jobs/{job['jid']}")
+            vertices = detail.get("vertices", [])
+            if vertices:
+                row["records_in"] = vertices[0].get("metrics", {}).get("write-records")
+                row["records_out"] = vertices[-1].get("metrics", {}).get("read-records")
+            cps = rest_get(stack.flink.rest_url, f"/jobs/{job['jid']}/checkpoints")
+            last = (cps.get("latest") or {}).get("completed")
+            if last:
+                row["last_checkpoint"] = {"id": last.get("id"), "at_ms": last.get("latest_ack_timestamp"),
+                                          "size_bytes": last.get("checkpointed_size", last.get("state_size"))}
+        except (OSError, ValueError, urllib.error.URLError):
+            pass
+        rows.append(row)
+    return rows
+
+
+def stop(stack: Stack, name: str, savepoint: bool = False, timeout: float = 120.0) -> str | None:
+    """Cancel the running job (or stop it with a savepoint); return the savepoint path."""
+    from tripstream.stack.flink import rest_call
+    from tripstream.stack.process import wait_until
+
+    job = active_job(stack, name)
+    if job is None:
+        raise JobError(f"no running job named {name!r} (tripstream jobs lists them)")
+    jid = job["jid"]
+    if not savepoint:
+        rest_call(stack.flink.rest_url, f"/jobs/{jid}", method="PATCH")
+        stack.flink.wait_job_state(jid, {"CANCELED"}, timeout)
+        return None
+    target = stack.flink.savepoints_dir / name
+    trigger = rest_call(stack.flink.rest_url, f"/jobs/{jid}/stop", method="POST",
+                        body={"drain": False, "targetDirectory": target.as_uri()})
+    request_id = trigger["request-id"]
+    result: dict[str, Any] = {}
+
+    def done() -> bool:
+        status = rest_get(stack.flink.rest_url, f"/jobs/{jid}/savepoints/{request_id}")
+        result.update(status)
+        return status.get("status", {}).get("id") == "COMPLETED"
+
+    wait_until(done, timeout, f"the savepoint of job {name!r}")
+    operation = result.get("operation", {})
+    if "failure-cause" in operation:
+        raise JobError(f"savepoint of {name!r} failed: {operation['failure-cause'].get('stack-trace', '')[:200]}")
+    return operation.get("location")
