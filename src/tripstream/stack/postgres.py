@@ -56,12 +56,41 @@ class PostgresService(Service):
     start_timeout = 60.0
 
     @property
+    def server_dir(self) -> Path:
+        """Where the server's files live: the state dir, or the place its `server` link names.
+
+        When we run as root inside a directory the `postgres` user cannot enter (a 0700 home or
+        temp dir), the cluster goes to /var/lib/tripstream/<id>/ and ``<state>/postgres/server``
+        links to it, so the state dir still leads to everything.
+        """
+        link = self.dir / "server"
+        return link.resolve() if link.is_symlink() else self.dir
+
+    @property
     def data_dir(self) -> Path:
-        return self.dir / "data"
+        return self.server_dir / "data"
 
     @property
     def socket_dir(self) -> Path:
-        return self.dir / "run"
+        return self.server_dir / "run"
+
+    def _place_server_dir(self, user: str | None) -> None:
+        """Relocate the cluster (see :attr:`server_dir`) when its owner cannot reach the state dir."""
+        if user is None or (self.dir / "server").is_symlink() or (self.dir / "data").exists():
+            return
+        probe = subprocess.run(["test", "-x", str(self.dir)], user=user, capture_output=True)
+        if probe.returncode == 0:
+            return
+        import hashlib
+
+        target = Path("/var/lib/tripstream") / hashlib.sha1(str(self.dir).encode()).hexdigest()[:16]
+        target.mkdir(parents=True, exist_ok=True)
+        (self.dir / "server").symlink_to(target)
+
+    def purge(self) -> None:
+        if (self.dir / "server").is_symlink():
+            shutil.rmtree(self.server_dir, ignore_errors=True)
+        super().purge()
 
     @property
     def password_file(self) -> Path:
@@ -83,7 +112,9 @@ class PostgresService(Service):
 
     def process(self, role: str, stop_signal: int | None = None) -> ManagedProcess:
         # SIGINT is PostgreSQL's fast shutdown: roll back open transactions, checkpoint, exit.
-        return super().process(role, signal.SIGINT)
+        proc = super().process(role, signal.SIGINT)
+        proc.marker = str(self.data_dir)  # the server's command line names its data dir
+        return proc
 
     def ports(self) -> dict[str, int]:
         return {"main": self.settings.postgres.port}
@@ -172,6 +203,7 @@ class PostgresService(Service):
         bindir = pg_bindir()
         user = self._run_as()
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._place_server_dir(user)
         self._initdb(bindir, user)
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.socket_dir, 0o700)

@@ -83,10 +83,9 @@ class Stack:
             if not service.external and service.stop():
                 stopped.append(service.name)
         if purge:
-            if only:
-                for service in self.services(parse_components(only)):
-                    service.purge()
-            else:
+            for service in self.services(parse_components(only)):
+                service.purge()
+            if not only:
                 shutil.rmtree(self.settings.state_dir, ignore_errors=True)
         return stopped
 
