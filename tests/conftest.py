@@ -9,7 +9,6 @@ here.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -53,8 +52,7 @@ def settings(test_env: dict[str, str]) -> Settings:
 def stack(settings: Settings) -> Iterator[Stack]:
     """The shared, healthy stack. Fails the session loudly when it cannot start."""
     stack = Stack(settings)
-    stack.down()
-    shutil.rmtree(settings.state_dir, ignore_errors=True)
+    stack.down(purge=True)  # purge also removes a relocated PostgreSQL cluster
     stack.up()
     yield stack
     stack.down()

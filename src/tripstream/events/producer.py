@@ -142,8 +142,9 @@ class TripProducer:
         self.topic = topic
         self.fmt = fmt
         self.serializer = get_serializer(fmt)
+        if key_field not in TripEvent._fields:
+            raise EventsError(f"unknown key field {key_field!r}; choose one of {', '.join(TripEvent._fields)}")
         self.key_field = key_field
-        key_for(_PROBE_EVENT, key_field)  # fail fast on an unknown key field
         self.config = kafka.client_config(**{**PRODUCER_DEFAULTS, **(client_overrides or {})})
         self.stop = threading.Event()
         try:  # built here so a bad client setting fails before anything is sent
@@ -268,7 +269,3 @@ def synthetic_items(stream: Any) -> Iterator[tuple[int | None, Item]]:
     """A synthetic stream's items with their simulated emission time as the pacing clock."""
     for emission in stream.emissions():
         yield emission.emit_ms, emission.item
-
-
-_PROBE_EVENT = TripEvent.from_mapping({"event_id": "probe", "taxi_type": "green",
-                                       "pickup_at": "2024-01-01 00:00:00", "pu_location_id": 1})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,9 +73,6 @@ class Service(ABC):
     def launch(self) -> None:
         """Prepare first-time state (format, initdb, config files) and spawn the processes."""
 
-    def after_ready(self) -> None:
-        """One-time setup that needs the server up (users, databases)."""
-
     def version(self) -> str | None:
         return None
 
@@ -86,14 +84,12 @@ class Service(ABC):
 
     # -- shared behaviour ---------------------------------------------------------------------
     def process(self, role: str, stop_signal: int | None = None) -> ManagedProcess:
-        import signal as _signal
-
         return ManagedProcess(
             name=f"{self.name} {role}" if role != self.name else self.name,
             pidfile=self.settings.state_dir / "run" / f"{role}.pid",
             logfile=self.dir / "log" / f"{role}.log",
             marker=f"{self.settings.state_dir}/",
-            stop_signal=stop_signal if stop_signal is not None else _signal.SIGTERM,
+            stop_signal=stop_signal if stop_signal is not None else signal.SIGTERM,
         )
 
     def running_pids(self) -> list[int]:

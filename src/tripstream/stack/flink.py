@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 import time
 import urllib.error
@@ -21,7 +23,7 @@ from typing import Any
 
 from tripstream.stack.base import Service
 from tripstream.stack.errors import MissingToolError, StackError
-from tripstream.stack.process import ManagedProcess
+from tripstream.stack.process import ManagedProcess, wait_until
 
 
 def flink_home() -> Path:
@@ -215,11 +217,6 @@ class FlinkService(Service):
         self.process("jobmanager").spawn([str(home / "bin" / "jobmanager.sh"), "start-foreground"], env=env, cwd=self.dir)
         self.process("taskmanager").spawn([str(home / "bin" / "taskmanager.sh"), "start-foreground"], env=env, cwd=self.dir)
 
-    def stop(self) -> bool:
-        if self.external:
-            return False
-        return super().stop()
-
     # -- jobs -----------------------------------------------------------------------------------
     def job_state(self, job_id: str) -> str | None:
         try:
@@ -229,8 +226,6 @@ class FlinkService(Service):
 
     def wait_job_state(self, job_id: str, states: set[str], timeout: float) -> str:
         """Wait until the job reaches one of ``states``; a terminal surprise fails at once."""
-        from tripstream.stack.process import wait_until
-
         seen: dict[str, str | None] = {}
 
         def reached() -> bool:
@@ -248,9 +243,6 @@ class FlinkService(Service):
 
     def submit_python(self, script: Path, args: list[str] | None = None, timeout: float = 180.0) -> str:
         """Submit a PyFlink script detached with ``flink run -py``; return the job id."""
-        import re
-        import subprocess
-
         home = flink_home()
         env = self.env()
         if not self.conf_dir.joinpath("config.yaml").exists():

@@ -236,10 +236,10 @@ class PostgresService(Service):
         if not self.external:
             wait_until(self._admin_ready, timeout or self.start_timeout,
                        f"PostgreSQL to accept connections on {self.socket_dir}", abort=proc.exit_reason)
-            self.after_ready()
+            self._ensure_pipeline_role()
         super().wait_ready(timeout)
 
-    def after_ready(self) -> None:
+    def _ensure_pipeline_role(self) -> None:
         """Create (or re-password) the pipeline's role and database; idempotent."""
         import psycopg
         from psycopg import sql
