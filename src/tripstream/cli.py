@@ -319,7 +319,7 @@ def topic_tail(
 
 @app.command()
 def submit(
-    job: Annotated[str, typer.Argument(help="passthrough or tumbling.")],
+    job: Annotated[str, typer.Argument(help="passthrough, tumbling, sliding, session, surge or anomalies.")],
     topic: Annotated[str, typer.Option(help="The trips topic to read.")] = "trips",
     watermark: Annotated[str, typer.Option(help="Bounded out-of-orderness of the watermark.")] = "15s",
     idle_timeout: Annotated[str, typer.Option(help="Mark a quiet partition idle after this (off: 0).")] = "5s",
@@ -328,24 +328,40 @@ def submit(
     mode: Annotated[str, typer.Option(help="streaming or batch (batch needs --until latest).")] = "streaming",
     parallelism: Annotated[int, typer.Option(help="Job parallelism.")] = 1,
     checkpoint_interval: Annotated[str, typer.Option(help="Exactly-once checkpoint interval.")] = "10s",
-    window: Annotated[str, typer.Option(help="tumbling: window size, aligned to the clock.")] = "5min",
+    window: Annotated[Optional[str], typer.Option(help="Window size (tumbling 5min; sliding, surge 15min).")] = None,
+    slide: Annotated[str, typer.Option(help="sliding, surge: how often a window starts.")] = "5min",
+    gap: Annotated[str, typer.Option(help="session: the gap that ends a session.")] = "5min",
+    allowed_lateness: Annotated[str, typer.Option(help="tumbling, sliding: late events up to this still update their window.")] = "0",
+    surge_ratio: Annotated[float, typer.Option(help="surge: flag at this multiple of the baseline.")] = 2.0,
+    surge_min_trips: Annotated[int, typer.Option(help="surge: and at least this many trips.")] = 5,
+    resume: Annotated[bool, typer.Option("--resume", help="Start from the job's latest savepoint or retained checkpoint.")] = False,
+    from_savepoint: Annotated[Optional[Path], typer.Option(help="Start from this savepoint or checkpoint directory.")] = None,
 ) -> None:
     """Submit a PyFlink job to the Flink cluster; it writes PostgreSQL by upsert."""
     from tripstream.jobs.options import JobOptions, parse_duration_ms
+    from tripstream.jobs.submit import restore_point
     from tripstream.jobs.submit import submit as submit_job
     from tripstream.stack import Stack
 
+    default_window = "5min" if job == "tumbling" else "15min"
     opts = JobOptions(
         job=job, topic=topic, watermark_ms=parse_duration_ms(watermark, "--watermark"),
         idle_timeout_ms=parse_duration_ms(idle_timeout, "--idle-timeout", allow_zero=True),
         startup=startup, until=until, mode=mode, parallelism=parallelism,
         checkpoint_interval_ms=parse_duration_ms(checkpoint_interval, "--checkpoint-interval"),
-        window_ms=parse_duration_ms(window, "--window"),
+        window_ms=parse_duration_ms(window or default_window, "--window"),
+        slide_ms=parse_duration_ms(slide, "--slide"), gap_ms=parse_duration_ms(gap, "--gap"),
+        allowed_lateness_ms=parse_duration_ms(allowed_lateness, "--allowed-lateness", allow_zero=True),
+        surge_ratio=surge_ratio, surge_min_trips=surge_min_trips,
     )
+    if resume and from_savepoint:
+        raise ConfigError("give --resume or --from-savepoint, not both")
     stack = Stack(settings())
+    restore = restore_point(stack, job) if resume else from_savepoint
     with err.status(f"submitting {job}..."):
-        job_id = submit_job(stack, opts)
-    err.print(f"submitted {job} as Flink job {job_id}; UI: {stack.flink.rest_url}/#/job/running/{job_id}")
+        job_id = submit_job(stack, opts, restore_from=restore)
+    err.print(f"submitted {job} as Flink job {job_id}" + (f", restored from {restore}" if restore else "")
+              + f"; UI: {stack.flink.rest_url}/#/job/running/{job_id}")
     print(job_id)
 
 
@@ -369,12 +385,12 @@ def jobs_list(
         print(json.dumps(rows, indent=2))
         return
     table = Table(title="tripstream jobs", title_justify="left")
-    for col in ("name", "state", "uptime", "last checkpoint", "records in", "records out", "flink job id"):
+    for col in ("name", "state", "uptime", "watermark", "last checkpoint", "records in", "records out", "flink job id"):
         table.add_column(col)
     for r in rows:
         cp = r.get("last_checkpoint")
         cp_text = f"#{cp['id']} {time.strftime('%H:%M:%S', time.localtime(cp['at_ms'] / 1000))} {cp['size_bytes']:,} B" if cp else "-"
-        table.add_row(r["name"], r["state"], f"{r['uptime_s']} s", cp_text, str(r.get("records_in", "-")),
+        table.add_row(r["name"], r["state"], f"{r['uptime_s']} s", r.get("watermark") or "-", cp_text, str(r.get("records_in", "-")),
                       str(r.get("records_out", "-")), r["id"])
     out.print(table)
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from tripstream.errors import ConfigError
 
-JOB_NAMES: tuple[str, ...] = ("passthrough", "tumbling")
+JOB_NAMES: tuple[str, ...] = ("passthrough", "tumbling", "sliding", "session", "surge", "anomalies")
+WINDOWED: frozenset[str] = frozenset({"tumbling", "sliding", "session", "surge"})
 
 _UNITS_MS = {"ms": 1, "s": 1000, "sec": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h)\s*$")
@@ -80,7 +81,13 @@ class JobOptions:
     mode: str = "streaming"
     parallelism: int = 1
     checkpoint_interval_ms: int = 10_000
-    window_ms: int = 300_000
+    window_ms: int = 300_000  # tumbling: size; sliding and surge: size (default 15 min there)
+    slide_ms: int = 300_000  # sliding and surge
+    gap_ms: int = 300_000  # session
+    allowed_lateness_ms: int = 0
+    surge_ratio: float = 2.0  # surge: flagged when trips >= ratio x trailing baseline
+    surge_min_trips: int = 5  # surge: ... and at least this many trips in the window
+    surge_baseline_windows: int = 12  # surge: how many previous windows make the baseline
 
     def __post_init__(self) -> None:
         if self.job not in JOB_NAMES:
@@ -94,6 +101,15 @@ class JobOptions:
         if self.parallelism < 1:
             raise ConfigError(f"--parallelism must be at least 1, got {self.parallelism}")
         startup_options(self.startup)  # validates
+        if self.job in ("sliding", "surge") and (self.window_ms % self.slide_ms or self.slide_ms > self.window_ms):
+            raise ConfigError(f"--window must be a whole multiple of --slide (got {self.window_ms} ms "
+                              f"and {self.slide_ms} ms)")
+        if self.allowed_lateness_ms and self.job not in ("tumbling", "sliding"):
+            raise ConfigError(f"--allowed-lateness applies to the tumbling and sliding jobs, not {self.job}")
+        if self.allowed_lateness_ms and self.mode == "batch":
+            raise ConfigError("--allowed-lateness has no meaning in batch mode (nothing is late)")
+        if self.surge_ratio <= 1 or self.surge_min_trips < 1 or self.surge_baseline_windows < 1:
+            raise ConfigError("--surge-ratio must exceed 1, --surge-min-trips and the baseline must be positive")
 
     @property
     def pipeline_name(self) -> str:

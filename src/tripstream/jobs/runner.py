@@ -28,6 +28,15 @@ def main(spec_path: str) -> None:
     config.set("pipeline.name", opts.pipeline_name)
     config.set("parallelism.default", str(opts.parallelism))
     config.set("table.exec.resource.default-parallelism", str(opts.parallelism))
+    # Event times are wall-clock values without a zone; keep every time function zone-free.
+    config.set("table.local-time-zone", "UTC")
+    if opts.allowed_lateness_ms:
+        # The updating window aggregate's key is the sink's key: no extra materialisation needed.
+        config.set("table.exec.sink.upsert-materialize", "NONE")
+        # State of a window is needed until the watermark passes its end + lateness; processing
+        # time TTL with a wide margin keeps a long-running job's state bounded.
+        ttl_ms = opts.window_ms + opts.allowed_lateness_ms + opts.watermark_ms + 3_600_000
+        config.set("table.exec.state.ttl", f"{ttl_ms} ms")
     if opts.mode == "streaming":
         config.set("execution.checkpointing.interval", f"{opts.checkpoint_interval_ms} ms")
         config.set("execution.checkpointing.mode", "EXACTLY_ONCE")

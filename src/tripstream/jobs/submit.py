@@ -6,6 +6,7 @@ import json
 import os
 import time
 import urllib.error
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,31 @@ def active_job(stack: Stack, name: str) -> dict[str, Any] | None:
     return next((j for j in flink_jobs(stack) if j["name"] == pipeline and j["state"] in ACTIVE), None)
 
 
-def submit(stack: Stack, opts: JobOptions, timeout: float = 180.0) -> str:
-    """Create the tables, refuse a duplicate, submit, and wait until the job runs."""
+def _history(stack: Stack, name: str) -> Path:
+    return stack.settings.state_dir / "jobs" / f"{name}.history"
+
+
+def restore_point(stack: Stack, name: str) -> Path:
+    """The newest savepoint or retained checkpoint of the job called ``name``.
+
+    Savepoints live in ``savepoints/<name>/``; checkpoints in ``checkpoints/<flink job id>/chk-N``
+    for the Flink job ids this job had (kept in ``<state>/jobs/<name>.history``).
+    """
+    candidates = list((stack.flink.savepoints_dir / name).glob("savepoint-*/_metadata"))
+    try:
+        job_ids = [json.loads(line)["id"] for line in _history(stack, name).read_text().splitlines() if line]
+    except OSError:
+        job_ids = []
+    for jid in job_ids:
+        candidates += (stack.flink.checkpoints_dir / jid).glob("chk-*/_metadata")
+    if not candidates:
+        raise JobError(f"no savepoint or retained checkpoint of {name!r} to resume from "
+                       f"(looked in {stack.flink.savepoints_dir / name} and {stack.flink.checkpoints_dir})")
+    return max(candidates, key=lambda p: p.stat().st_mtime).parent
+
+
+def submit(stack: Stack, opts: JobOptions, timeout: float = 180.0, restore_from: Path | None = None) -> str:
+    """Create the tables, refuse a duplicate, submit (restored when asked), wait until it runs."""
     from tripstream.kafka.topics import topic_partitions
 
     running = active_job(stack, opts.job)
@@ -65,9 +89,28 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 180.0) -> str:
         json.dump(spec, fh, indent=2)
     from tripstream.jobs import runner
 
-    job_id = stack.flink.submit_python(Path(runner.__file__), [str(spec_path)], timeout=timeout)
+    if restore_from is not None and not (Path(restore_from) / "_metadata").exists():
+        raise JobError(f"{restore_from} is not a savepoint or checkpoint directory (no _metadata in it)")
+    job_id = stack.flink.submit_python(Path(runner.__file__), [str(spec_path)], timeout=timeout,
+                                       restore_from=restore_from)
+    with _history(stack, opts.job).open("a") as fh:
+        fh.write(json.dumps({"id": job_id, "at": time.time(), "spec": str(spec_path),
+                             "restored_from": str(restore_from) if restore_from else None}) + "\n")
     stack.flink.wait_job_state(job_id, {"RUNNING", "FINISHED"}, timeout)
     return job_id
+
+
+def _watermark(stack: Stack, jid: str, vertices: list[dict[str, Any]]) -> str | None:
+    """The lowest input watermark of the job's last vertex, as wall-clock time."""
+    from tripstream.events.schema import format_epoch_seconds
+
+    try:
+        marks = rest_get(stack.flink.rest_url, f"/jobs/{jid}/vertices/{vertices[-1]['id']}/watermarks")
+    except (OSError, ValueError, urllib.error.URLError, IndexError, KeyError):
+        return None
+    values = [int(m["value"]) for m in marks if m.get("id", "").endswith("currentInputWatermark")]
+    values = [v for v in values if v > 0]
+    return format_epoch_seconds(min(values) // 1000) if values else None
 
 
 def describe_jobs(stack: Stack) -> list[dict[str, Any]]:
@@ -82,8 +125,11 @@ def describe_jobs(stack: Stack) -> list[dict[str, Any]]:
             detail = rest_get(stack.flink.rest_url, f"/jobs/{job['jid']}")
             vertices = detail.get("vertices", [])
             if vertices:
-                row["records_in"] = vertices[0].get("metrics", {}).get("write-records")
-                row["records_out"] = vertices[-1].get("metrics", {}).get("read-records")
+                row["watermark"] = _watermark(stack, job["jid"], vertices)
+                # Read from Kafka by the source vertex; records reaching the last (sink) vertex.
+                row["records_in"] = vertices[0].get("metrics", {}).get("read-records")
+                if len(vertices) > 1:
+                    row["records_out"] = vertices[-1].get("metrics", {}).get("read-records")
             cps = rest_get(stack.flink.rest_url, f"/jobs/{job['jid']}/checkpoints")
             last = (cps.get("latest") or {}).get("completed")
             if last:
@@ -123,4 +169,6 @@ def stop(stack: Stack, name: str, savepoint: bool = False, timeout: float = 120.
     operation = result.get("operation", {})
     if "failure-cause" in operation:
         raise JobError(f"savepoint of {name!r} failed: {operation['failure-cause'].get('stack-trace', '')[:200]}")
-    return operation.get("location")
+    location = operation.get("location")
+    # Flink answers with a URI (file:/...); a local path is what `--from-savepoint` takes back.
+    return urllib.parse.urlparse(location).path if location and location.startswith("file:") else location

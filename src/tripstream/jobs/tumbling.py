@@ -6,6 +6,7 @@ from typing import Any
 
 from tripstream.jobs.ddl import interval, jdbc_sink, kafka_source
 from tripstream.jobs.options import JobOptions
+from tripstream.jobs.windows import add_late_insert, add_window_aggregate, register_late_sink, windowed_view
 
 COLUMNS = [("window_start", "TIMESTAMP(3)"), ("window_end", "TIMESTAMP(3)"), ("pu_location_id", "INT"),
            ("trips", "BIGINT"), ("revenue", "DOUBLE"), ("tips", "DOUBLE"), ("avg_distance", "DOUBLE")]
@@ -14,10 +15,9 @@ COLUMNS = [("window_start", "TIMESTAMP(3)"), ("window_end", "TIMESTAMP(3)"), ("p
 def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any]) -> None:
     t_env.execute_sql(kafka_source("trips_src", opts, conn))
     t_env.execute_sql(jdbc_sink("zone_stats", "tumbling_zone_stats", COLUMNS, ["window_start", "pu_location_id"], conn))
-    statements.add_insert_sql(f"""
-        INSERT INTO zone_stats
-        SELECT window_start, window_end, pu_location_id, COUNT(*), SUM(total_amount), SUM(tip_amount),
-               AVG(trip_distance)
-        FROM TABLE(TUMBLE(TABLE trips_src, DESCRIPTOR(pickup_at), {interval(opts.window_ms)}))
-        WHERE pickup_at IS NOT NULL AND pu_location_id IS NOT NULL
-        GROUP BY window_start, window_end, pu_location_id""")
+    register_late_sink(t_env, conn)
+    windowed_view(t_env, "windowed", f"TUMBLE(TABLE trips_src, DESCRIPTOR(pickup_at), {interval(opts.window_ms)})")
+    add_window_aggregate(statements, "zone_stats", "windowed", ["pu_location_id"],
+                         ["COUNT(*)", "SUM(total_amount)", "SUM(tip_amount)", "AVG(trip_distance)"],
+                         opts.allowed_lateness_ms)
+    add_late_insert(statements, "tumbling", "windowed", opts.allowed_lateness_ms)

@@ -241,16 +241,22 @@ class FlinkService(Service):
         wait_until(reached, timeout, f"Flink job {job_id} to reach {'/'.join(sorted(states))}", abort=abort)
         return str(seen["state"])
 
-    def submit_python(self, script: Path, args: list[str] | None = None, timeout: float = 180.0) -> str:
-        """Submit a PyFlink script detached with ``flink run -py``; return the job id."""
+    def submit_python(self, script: Path, args: list[str] | None = None, timeout: float = 180.0,
+                      restore_from: Path | None = None) -> str:
+        """Submit a PyFlink script detached with ``flink run -py``; return the job id.
+
+        ``restore_from`` is a savepoint or retained checkpoint directory to start from.
+        """
         home = flink_home()
         env = self.env()
         if not self.conf_dir.joinpath("config.yaml").exists():
             self._write_config(home)
         if not self.lib_dir.exists():
             self._link_lib(home)
-        cmd = [str(home / "bin" / "flink"), "run", "-d", "-m", self.rest_url.split("://", 1)[-1],
-               "-py", str(script), *(args or [])]
+        cmd = [str(home / "bin" / "flink"), "run", "-d", "-m", self.rest_url.split("://", 1)[-1]]
+        if restore_from is not None:
+            cmd += ["-s", str(restore_from)]
+        cmd += ["-py", str(script), *(args or [])]
         started = time.monotonic()
         try:
             result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,47 @@
+"""anomalies: trips whose fare, distance and duration do not fit together, flagged as they arrive.
+
+Rules, first match wins (one alert per trip, keyed by event_id):
+- ``negative_fare``: fare below zero;
+- ``distance_without_time``: a distance but a dropoff at or before the pickup;
+- ``impossible_speed``: faster than 80 mph on average;
+- ``fare_without_distance``: no distance recorded, yet more than $20;
+- ``fare_too_high``: more than $20 + $25 a mile;
+- ``fare_too_low``: over 5 miles for less than $1 a mile.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tripstream.jobs.ddl import jdbc_sink, kafka_source
+from tripstream.jobs.options import JobOptions
+
+COLUMNS = [("event_id", "STRING"), ("rule", "STRING"), ("pickup_at", "TIMESTAMP(3)"), ("pu_location_id", "INT"),
+           ("trip_distance", "DOUBLE"), ("fare_amount", "DOUBLE"), ("duration_s", "BIGINT"), ("speed_mph", "DOUBLE")]
+
+MAX_MPH = 80
+
+
+def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any]) -> None:
+    t_env.execute_sql(kafka_source("trips_src", opts, conn))
+    t_env.execute_sql(jdbc_sink("alerts", "trip_anomalies", COLUMNS, ["event_id"], conn))
+    t_env.execute_sql("""
+        CREATE TEMPORARY VIEW measured AS
+        SELECT event_id, CAST(pickup_at AS TIMESTAMP(3)) AS pickup_at, pu_location_id, trip_distance, fare_amount,
+               CAST(TIMESTAMPDIFF(SECOND, pickup_at, dropoff_at) AS BIGINT) AS duration_s
+        FROM trips_src WHERE dropoff_at IS NOT NULL""")
+    statements.add_insert_sql(f"""
+        INSERT INTO alerts
+        SELECT event_id, rule, pickup_at, pu_location_id, trip_distance, fare_amount, duration_s, speed_mph
+        FROM (
+          SELECT *, CASE
+              WHEN fare_amount < 0 THEN 'negative_fare'
+              WHEN trip_distance > 0 AND duration_s <= 0 THEN 'distance_without_time'
+              WHEN speed_mph > {MAX_MPH} THEN 'impossible_speed'
+              WHEN trip_distance = 0 AND fare_amount > 20 THEN 'fare_without_distance'
+              WHEN fare_amount > 20 + 25 * trip_distance THEN 'fare_too_high'
+              WHEN trip_distance > 5 AND fare_amount < trip_distance THEN 'fare_too_low'
+            END AS rule
+          FROM (SELECT *, CASE WHEN duration_s > 0 THEN trip_distance * 3600.0 / duration_s END AS speed_mph
+                FROM measured))
+        WHERE rule IS NOT NULL""")
