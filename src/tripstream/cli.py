@@ -21,7 +21,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
+out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -336,6 +336,7 @@ def submit(
     surge_min_trips: Annotated[int, typer.Option(help="surge: and at least this many trips.")] = 5,
     resume: Annotated[bool, typer.Option("--resume", help="Start from the job's latest savepoint or retained checkpoint.")] = False,
     from_savepoint: Annotated[Optional[Path], typer.Option(help="Start from this savepoint or checkpoint directory.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="With --until latest: return when the job has finished.")] = False,
 ) -> None:
     """Submit a PyFlink job to the Flink cluster; it writes PostgreSQL by upsert."""
     from tripstream.jobs.options import JobOptions, parse_duration_ms
@@ -356,13 +357,29 @@ def submit(
     )
     if resume and from_savepoint:
         raise ConfigError("give --resume or --from-savepoint, not both")
+    if wait and until is None:
+        raise ConfigError("--wait needs --until latest (an unbounded job never finishes)")
     stack = Stack(settings())
     restore = restore_point(stack, job) if resume else from_savepoint
     with err.status(f"submitting {job}..."):
         job_id = submit_job(stack, opts, restore_from=restore)
     err.print(f"submitted {job} as Flink job {job_id}" + (f", restored from {restore}" if restore else "")
               + f"; UI: {stack.flink.rest_url}/#/job/running/{job_id}")
+    if wait:
+        with err.status(f"waiting for {job} to finish..."):
+            stack.flink.wait_job_state(job_id, {"FINISHED"}, 1800)
+        err.print(f"{job} finished")
     print(job_id)
+
+
+@app.command()
+def summary() -> None:
+    """What the jobs wrote: busiest zones, longest session, late events, surges, anomalies."""
+    from tripstream.jobs.summary import summarize
+    from tripstream.stack import Stack
+
+    for line in summarize(Stack(settings())):
+        out.print(line, highlight=False)
 
 
 jobs_app = typer.Typer(help="List and stop tripstream's jobs.", invoke_without_command=True)

@@ -133,6 +133,11 @@ def test_a_running_job_is_not_submitted_twice(stack: Stack, trips_topic) -> None
         (["tumbling", "--startup", "specific:0"], "--startup specific:<partition:offset,...> expected"),
         (["tumbling", "--mode", "batch"], "--mode batch needs a bounded input"),
         (["tumbling", "--topic", "no-such-topic"], "topic 'no-such-topic' does not exist"),
+        (["session", "--allowed-lateness", "1min"], "--allowed-lateness applies to the tumbling and sliding jobs"),
+        (["sliding", "--window", "12min", "--slide", "5min"], "--window must be a whole multiple of --slide"),
+        (["tumbling", "--wait"], "--wait needs --until latest"),
+        (["tumbling", "--resume", "--from-savepoint", "/tmp"], "give --resume or --from-savepoint, not both"),
+        (["tumbling", "--from-savepoint", "/tmp"], "is not a savepoint or checkpoint directory"),
     ],
 )
 def test_bad_submissions_get_one_clear_line(stack: Stack, args: list[str], message: str) -> None:

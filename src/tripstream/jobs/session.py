@@ -11,7 +11,7 @@ from typing import Any
 
 from tripstream.jobs.ddl import interval, jdbc_sink, kafka_source
 from tripstream.jobs.options import JobOptions
-from tripstream.jobs.windows import late_when, register_late_sink
+from tripstream.jobs.windows import late_when, register_late_sink, watermark_of
 
 COLUMNS = [("pu_location_id", "INT"), ("do_location_id", "INT"), ("session_start", "TIMESTAMP(3)"),
            ("session_end", "TIMESTAMP(3)"), ("trips", "BIGINT")]
@@ -23,7 +23,8 @@ def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any]) -
     t_env.execute_sql(jdbc_sink("sessions", "pair_sessions", COLUMNS,
                                 ["pu_location_id", "do_location_id", "session_start"], conn))
     register_late_sink(t_env, conn)
-    late = late_when(f"pickup_at + {gap}", 0, wm="CURRENT_WATERMARK(pickup_at)")
+    wm = watermark_of(opts)
+    late = late_when(f"pickup_at + {gap}", 0, wm=wm)
     statements.add_insert_sql(f"""
         INSERT INTO sessions
         SELECT pu_location_id, do_location_id, window_start, window_end, COUNT(*)
@@ -33,5 +34,5 @@ def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any]) -
         GROUP BY pu_location_id, do_location_id, window_start, window_end""")
     statements.add_insert_sql(f"""
         INSERT INTO late_sink
-        SELECT 'session', event_id, pu_location_id, pickup_at, pickup_at + {gap}, CURRENT_WATERMARK(pickup_at)
+        SELECT 'session', event_id, pu_location_id, pickup_at, pickup_at + {gap}, {wm}
         FROM trips_src WHERE do_location_id IS NOT NULL AND {late}""")

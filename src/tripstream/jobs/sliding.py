@@ -25,7 +25,7 @@ def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any]) -
     t_env.execute_sql(jdbc_sink("zone_stats", "sliding_zone_stats", COLUMNS,
                                 ["window_start", "window_end", "pu_location_id"], conn))
     register_late_sink(t_env, conn)
-    windowed_view(t_env, "windowed", hop(opts))
+    windowed_view(t_env, "windowed", hop(opts), opts)
     add_window_aggregate(statements, "zone_stats", "windowed", ["pu_location_id"],
                          ["COUNT(*)", "SUM(total_amount)"], opts.allowed_lateness_ms)
     add_late_insert(statements, "sliding", "windowed", opts.allowed_lateness_ms)

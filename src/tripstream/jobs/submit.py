@@ -64,6 +64,8 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 180.0, restore_from:
     """Create the tables, refuse a duplicate, submit (restored when asked), wait until it runs."""
     from tripstream.kafka.topics import topic_partitions
 
+    if restore_from is not None and not (Path(restore_from) / "_metadata").exists():
+        raise JobError(f"{restore_from} is not a savepoint or checkpoint directory (no _metadata in it)")
     running = active_job(stack, opts.job)
     if running:
         raise JobError(f"job {opts.job!r} is already running (Flink job {running['jid']}); "
@@ -89,8 +91,6 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 180.0, restore_from:
         json.dump(spec, fh, indent=2)
     from tripstream.jobs import runner
 
-    if restore_from is not None and not (Path(restore_from) / "_metadata").exists():
-        raise JobError(f"{restore_from} is not a savepoint or checkpoint directory (no _metadata in it)")
     job_id = stack.flink.submit_python(Path(runner.__file__), [str(spec_path)], timeout=timeout,
                                        restore_from=restore_from)
     with _history(stack, opts.job).open("a") as fh:

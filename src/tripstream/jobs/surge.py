@@ -23,7 +23,7 @@ def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any]) -
     t_env.execute_sql(kafka_source("trips_src", opts, conn))
     t_env.execute_sql(jdbc_sink("surges", "surge_alerts", COLUMNS, ["window_start", "pu_location_id"], conn))
     register_late_sink(t_env, conn)
-    windowed_view(t_env, "windowed", hop(opts))
+    windowed_view(t_env, "windowed", hop(opts), opts)
     t_env.execute_sql(f"""
         CREATE TEMPORARY VIEW zone_windows AS
         SELECT window_start, window_end, window_time, pu_location_id, COUNT(*) AS trips

@@ -16,7 +16,7 @@ def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any]) -
     t_env.execute_sql(kafka_source("trips_src", opts, conn))
     t_env.execute_sql(jdbc_sink("zone_stats", "tumbling_zone_stats", COLUMNS, ["window_start", "pu_location_id"], conn))
     register_late_sink(t_env, conn)
-    windowed_view(t_env, "windowed", f"TUMBLE(TABLE trips_src, DESCRIPTOR(pickup_at), {interval(opts.window_ms)})")
+    windowed_view(t_env, "windowed", f"TUMBLE(TABLE trips_src, DESCRIPTOR(pickup_at), {interval(opts.window_ms)})", opts)
     add_window_aggregate(statements, "zone_stats", "windowed", ["pu_location_id"],
                          ["COUNT(*)", "SUM(total_amount)", "SUM(tip_amount)", "AVG(trip_distance)"],
                          opts.allowed_lateness_ms)

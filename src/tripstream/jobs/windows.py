@@ -19,9 +19,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from tripstream.jobs.ddl import interval, jdbc_sink
+from tripstream.jobs.options import JobOptions
 
 LATE_COLUMNS = [("job", "STRING"), ("event_id", "STRING"), ("pu_location_id", "INT"),
                 ("pickup_at", "TIMESTAMP(3)"), ("window_end", "TIMESTAMP(3)"), ("watermark_at", "TIMESTAMP(3)")]
+
+
+def watermark_of(opts: JobOptions) -> str:
+    """The watermark a row meets: none in batch mode, where the input is complete and nothing is late."""
+    return "CAST(NULL AS TIMESTAMP(3))" if opts.mode == "batch" else "CURRENT_WATERMARK(pickup_at)"
 
 
 def late_when(end_expr: str, lateness_ms: int = 0, wm: str = "wm") -> str:
@@ -34,10 +40,9 @@ def register_late_sink(t_env: Any, conn: dict[str, Any]) -> None:
     t_env.execute_sql(jdbc_sink("late_sink", "late_trips", LATE_COLUMNS, ["job", "event_id"], conn))
 
 
-def windowed_view(t_env: Any, name: str, tvf: str) -> None:
+def windowed_view(t_env: Any, name: str, tvf: str, opts: JobOptions) -> None:
     """A view of the window TVF's rows, each with the watermark it met (column ``wm``)."""
-    t_env.execute_sql(f"CREATE TEMPORARY VIEW {name} AS "
-                      f"SELECT *, CURRENT_WATERMARK(pickup_at) AS wm FROM TABLE({tvf})")
+    t_env.execute_sql(f"CREATE TEMPORARY VIEW {name} AS SELECT *, {watermark_of(opts)} AS wm FROM TABLE({tvf})")
 
 
 def add_late_insert(statements: Any, job: str, view: str, lateness_ms: int = 0) -> None:

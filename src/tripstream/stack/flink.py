@@ -266,7 +266,10 @@ class FlinkService(Service):
         match = re.search(r"JobID\s+([0-9a-f]{32})", out)
         if result.returncode != 0 or not match:
             lines = [line for line in out.splitlines() if line.strip()]
-            cause = next((line for line in reversed(lines) if "Exception" in line or "Error" in line),
-                         lines[-1] if lines else f"exit code {result.returncode}")
+            # The first exception that is not a wrapper says what went wrong (a SQL error, say).
+            wrappers = ("ProgramAbortException", "Python process exits", "InvocationTargetException")
+            causes = [line for line in lines if ("Exception" in line or "Error" in line) and not line.lstrip().startswith("at ")]
+            cause = next((c for c in causes if not any(w in c for w in wrappers)),
+                         causes[-1] if causes else (lines[-1] if lines else f"exit code {result.returncode}"))
             raise StackError(f"flink run {script.name} failed after {time.monotonic() - started:.0f} s: {cause.strip()}")
         return match.group(1)
