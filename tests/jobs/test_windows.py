@@ -163,3 +163,16 @@ def test_stop_with_savepoint_and_resume_neither_loses_nor_double_counts(stack: S
     finally:
         stop(stack, "tumbling")
     assert active_job(stack, "tumbling") is None
+
+
+@pytest.mark.parametrize(("startup", "expected"), [
+    ("earliest", [0, 1, 2, 3, 4]),
+    ("group", [0, 1, 2, 3, 4]),  # no committed offsets yet: the group starts from the earliest
+    ("specific:0:3", [3, 4]),
+    ("latest", []),
+])
+def test_each_startup_mode_reads_what_it_should(stack: Stack, startup: str, expected: list[int]) -> None:
+    topic, events = _send(stack, [_trip(f"2021-02-08 08:0{i}:00", 631) for i in range(5)])
+    _bounded(stack, job="passthrough", topic=topic, startup=startup)
+    got = _query(stack, "SELECT event_id FROM trips WHERE event_id LIKE %s ORDER BY 1", f"{topic}-%")
+    assert got == [(events[i].event_id,) for i in expected]
