@@ -344,13 +344,12 @@ def submit(
     from tripstream.jobs.submit import submit as submit_job
     from tripstream.stack import Stack
 
-    default_window = "5min" if job == "tumbling" else "15min"
     opts = JobOptions(
         job=job, topic=topic, watermark_ms=parse_duration_ms(watermark, "--watermark"),
         idle_timeout_ms=parse_duration_ms(idle_timeout, "--idle-timeout", allow_zero=True),
         startup=startup, until=until, mode=mode, parallelism=parallelism,
         checkpoint_interval_ms=parse_duration_ms(checkpoint_interval, "--checkpoint-interval"),
-        window_ms=parse_duration_ms(window or default_window, "--window"),
+        window_ms=parse_duration_ms(window, "--window") if window else None,
         slide_ms=parse_duration_ms(slide, "--slide"), gap_ms=parse_duration_ms(gap, "--gap"),
         allowed_lateness_ms=parse_duration_ms(allowed_lateness, "--allowed-lateness", allow_zero=True),
         surge_ratio=surge_ratio, surge_min_trips=surge_min_trips,

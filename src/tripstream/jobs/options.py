@@ -14,7 +14,7 @@ from typing import Any
 from tripstream.errors import ConfigError
 
 JOB_NAMES: tuple[str, ...] = ("passthrough", "tumbling", "sliding", "session", "surge", "anomalies")
-WINDOWED: frozenset[str] = frozenset({"tumbling", "sliding", "session", "surge"})
+DEFAULT_WINDOW_MS: dict[str, int] = {"tumbling": 300_000, "sliding": 900_000, "surge": 900_000}
 
 _UNITS_MS = {"ms": 1, "s": 1000, "sec": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h)\s*$")
@@ -81,7 +81,7 @@ class JobOptions:
     mode: str = "streaming"
     parallelism: int = 1
     checkpoint_interval_ms: int = 10_000
-    window_ms: int = 300_000  # tumbling: size; sliding and surge: size (default 15 min there)
+    window_ms: int | None = None  # window size: tumbling 5 min, sliding and surge 15 min
     slide_ms: int = 300_000  # sliding and surge
     gap_ms: int = 300_000  # session
     allowed_lateness_ms: int = 0
@@ -92,6 +92,8 @@ class JobOptions:
     def __post_init__(self) -> None:
         if self.job not in JOB_NAMES:
             raise ConfigError(f"unknown job {self.job!r}; choose one of {', '.join(JOB_NAMES)}")
+        if self.window_ms is None:
+            object.__setattr__(self, "window_ms", DEFAULT_WINDOW_MS.get(self.job, 300_000))
         if self.mode not in ("streaming", "batch"):
             raise ConfigError(f"--mode must be streaming or batch, got {self.mode!r}")
         if self.until not in (None, "latest"):
