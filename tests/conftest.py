@@ -20,13 +20,15 @@ from tripstream.config import Settings, load_settings
 from tripstream.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
+# TRIPSTREAM_TEST_PORT_OFFSET moves every test port, so two checkouts can run their suites at once.
+_OFFSET = int(os.environ.get("TRIPSTREAM_TEST_PORT_OFFSET", "0"))
 TEST_ENV = {
     "TRIPSTREAM_STATE_DIR": str(ROOT / ".tripstream-test"),
-    "TRIPSTREAM_KAFKA_PORT": "19092",
-    "TRIPSTREAM_KAFKA_CONTROLLER_PORT": "19093",
-    "TRIPSTREAM_FLINK_PORT": "18081",
-    "TRIPSTREAM_FLINK_RPC_PORT": "16123",
-    "TRIPSTREAM_POSTGRES_PORT": "15432",
+    "TRIPSTREAM_KAFKA_PORT": str(19092 + _OFFSET),
+    "TRIPSTREAM_KAFKA_CONTROLLER_PORT": str(19093 + _OFFSET),
+    "TRIPSTREAM_FLINK_PORT": str(18081 + _OFFSET),
+    "TRIPSTREAM_FLINK_RPC_PORT": str(16123 + _OFFSET),
+    "TRIPSTREAM_POSTGRES_PORT": str(15432 + _OFFSET),
 }
 # Variables that would point the tests at someone's real clusters.
 _EXTERNAL = ("TRIPSTREAM_KAFKA_BOOTSTRAP", "TRIPSTREAM_FLINK_REST", "TRIPSTREAM_POSTGRES_DSN",

@@ -17,7 +17,7 @@ from tripstream.kafka.topics import read
 from tripstream.stack import Stack
 from tripstream.stack.process import port_is_free, wait_until
 
-from tests.conftest import processes_mentioning, run_cli
+from tests.conftest import TEST_ENV, processes_mentioning, run_cli
 
 pytestmark = pytest.mark.stack
 
@@ -38,9 +38,10 @@ def test_status_json_names_addresses_versions_and_pids(stack: Stack) -> None:
     result = run_cli("status", "--json")
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
-    assert status["kafka"]["bootstrap"] == "127.0.0.1:19092"
-    assert status["flink"]["rest"] == "http://127.0.0.1:18081"
-    assert status["postgres"]["dsn"].startswith("postgresql://tripstream:***@127.0.0.1:15432/")
+    assert status["kafka"]["bootstrap"] == f"127.0.0.1:{TEST_ENV['TRIPSTREAM_KAFKA_PORT']}"
+    assert status["flink"]["rest"] == f"http://127.0.0.1:{TEST_ENV['TRIPSTREAM_FLINK_PORT']}"
+    assert status["postgres"]["dsn"].startswith(
+        f"postgresql://tripstream:***@127.0.0.1:{TEST_ENV['TRIPSTREAM_POSTGRES_PORT']}/")
     assert status["flink"]["taskmanagers"] == 1
     assert status["flink"]["slots_total"] == 4
     assert isinstance(status["postgres"]["pid"], int)
@@ -120,7 +121,7 @@ def test_down_frees_everything_and_up_keeps_the_data(stack: Stack) -> None:
         conn.execute("CREATE TABLE IF NOT EXISTS survives (v text)")
         conn.execute("INSERT INTO survives VALUES ('kept')")
     state_dir = str(stack.settings.state_dir) + "/"
-    ports = [19092, 19093, 18081, 16123, 15432]
+    ports = [int(v) for k, v in TEST_ENV.items() if k.endswith("_PORT")]
 
     result = run_cli("down")
     assert result.returncode == 0, result.stderr
