@@ -265,11 +265,19 @@ class FlinkService(Service):
         out = result.stdout + result.stderr
         match = re.search(r"JobID\s+([0-9a-f]{32})", out)
         if result.returncode != 0 or not match:
+            log = self.dir / "log" / f"flink-run-{time.strftime('%Y%m%dT%H%M%S')}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(out)
             lines = [line for line in out.splitlines() if line.strip()]
             # The first exception that is not a wrapper says what went wrong (a SQL error, say).
-            wrappers = ("ProgramAbortException", "Python process exits", "InvocationTargetException")
+            wrappers = ("ProgramAbortException", "Python process exits", "InvocationTargetException",
+                        "raise Py4JJavaError", "Py4JJavaError: An error occurred")
             causes = [line for line in lines if ("Exception" in line or "Error" in line) and not line.lstrip().startswith("at ")]
-            cause = next((c for c in causes if not any(w in c for w in wrappers)),
-                         causes[-1] if causes else (lines[-1] if lines else f"exit code {result.returncode}"))
-            raise StackError(f"flink run {script.name} failed after {time.monotonic() - started:.0f} s: {cause.strip()}")
+            specific = [c for c in causes if not any(w in c for w in wrappers)]
+            # The innermost "Caused by" is the root cause; otherwise the first specific exception.
+            rooted = [c.split("Caused by:", 1)[1] for c in specific if c.startswith("Caused by:")]
+            cause = (rooted[-1] if rooted else specific[0] if specific else
+                     causes[-1] if causes else lines[-1] if lines else f"exit code {result.returncode}")
+            raise StackError(f"flink run {script.name} failed after {time.monotonic() - started:.0f} s: "
+                             f"{cause.strip()} (full output: {log})")
         return match.group(1)
