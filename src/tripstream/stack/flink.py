@@ -145,6 +145,9 @@ class FlinkService(Service):
             "rest.bind-address": "127.0.0.1",
             "rest.port": f.port,
             "blob.server.port": "0",
+            # A killed TaskManager is noticed within seconds (failed heartbeat RPCs), not 50 s.
+            "heartbeat.interval": 2000,
+            "heartbeat.timeout": 30000,
             "execution.checkpointing.dir": self.checkpoints_dir.as_uri(),
             "execution.checkpointing.savepoint-dir": self.savepoints_dir.as_uri(),
             "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
@@ -209,13 +212,21 @@ class FlinkService(Service):
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         return env
 
+    def can_start_missing(self) -> bool:
+        """A live JobManager that answers keeps its jobs; only a lost TaskManager is started."""
+        return self.process("jobmanager").pid() is not None and self.overview() is not None
+
     def launch(self) -> None:
         home = flink_home()
-        self._write_config(home)
-        self._link_lib(home)
         env = self.env()
-        self.process("jobmanager").spawn([str(home / "bin" / "jobmanager.sh"), "start-foreground"], env=env, cwd=self.dir)
-        self.process("taskmanager").spawn([str(home / "bin" / "taskmanager.sh"), "start-foreground"], env=env, cwd=self.dir)
+        if self.process("jobmanager").pid() is None:
+            self._write_config(home)
+            self._link_lib(home)
+            self.process("jobmanager").spawn([str(home / "bin" / "jobmanager.sh"), "start-foreground"], env=env,
+                                             cwd=self.dir)
+        if self.process("taskmanager").pid() is None:
+            self.process("taskmanager").spawn([str(home / "bin" / "taskmanager.sh"), "start-foreground"], env=env,
+                                              cwd=self.dir)
 
     # -- jobs -----------------------------------------------------------------------------------
     def job_state(self, job_id: str) -> str | None:

@@ -40,6 +40,7 @@ class RowDiff:
     extra: int = 0
     different: int = 0
     open: int = 0
+    split: int = 0  # sessions: a truth session written as consecutive pieces, the split justified
     examples: list[str] = field(default_factory=list)
 
     @property
@@ -84,6 +85,7 @@ class Verdict:
     rows: RowDiff
     accounting: Accounting
     ok: bool = False
+    caught_up: bool = True  # the job's watermark reached what the records it read imply
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -253,16 +255,21 @@ def verify(stack: Stack, job: str, file: Path | None = None, now_ms: int | None 
         late.append((*key, wm))
     acc.late = len(late)
 
+    # The watermark the job reaches once it has read every record: each partition's highest
+    # pickup less the delay, the lowest of those (an idle partition can only push it higher).
+    per_partition: dict[int, int] = {}
+    for e in events:
+        per_partition[e[1]] = max(per_partition.get(e[1], -(2**62)), e[3 + FIELDS.index("pickup_at")])
+    reachable = float(min(per_partition.values()) - opts.watermark_ms) if per_partition else -_INF
     if math.isnan(watermark):
-        # Not running and not finished: the watermark it would reach having read everything.
-        per_partition: dict[int, int] = {}
-        for e in events:
-            per_partition[e[1]] = max(per_partition.get(e[1], -(2**62)), e[3 + FIELDS.index("pickup_at")])
-        watermark = float(min(per_partition.values()) - opts.watermark_ms) if per_partition else -_INF
+        watermark = reachable  # not running and not finished: as if it had read everything
 
     truth = compute(job, opts, events, late, watermark)
     acc.counted, acc.pending, acc.not_applicable = truth.counted_records, truth.pending_records, truth.not_applicable
-    rows = _compare_rows(spec, truth, table_rows, watermark)
+    if job == "session":
+        rows = _compare_sessions(opts, events, {k[:3] for k in late}, table_rows, watermark)
+    else:
+        rows = _compare_rows(spec, truth, table_rows, watermark)
     if job in ("tumbling", "sliding", "session"):
         count_at = spec.columns.index("trips")
         acc.pairs_expected = truth.counted_in_rows
@@ -273,6 +280,7 @@ def verify(stack: Stack, job: str, file: Path | None = None, now_ms: int | None 
                                  else _show(int(watermark), True)),
                       source=source, rows=rows, accounting=acc)
     verdict.ok = rows.ok and acc.ok
+    verdict.caught_up = watermark >= reachable
     return verdict
 
 
@@ -330,10 +338,93 @@ def _compare_rows(spec: Any, truth: Any, table_rows: list[tuple[Any, ...]], wate
 
 
 def verify_until(stack: Stack, job: str, wait_s: float, file: Path | None = None) -> Verdict:
-    """Verify, and while it fails retry for up to ``wait_s`` seconds (output still in flight)."""
+    """Verify, and while it fails or the job is still catching up (its watermark behind what the
+    records read imply), retry for up to ``wait_s`` seconds: output may still be in flight."""
     deadline = time.monotonic() + wait_s
     while True:
         verdict = verify(stack, job, file)
-        if verdict.ok or time.monotonic() >= deadline:
+        if (verdict.ok and verdict.caught_up) or time.monotonic() >= deadline:
             return verdict
         time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+
+
+def _compare_sessions(opts: JobOptions, events: list[tuple[Any, ...]], late_keys: set[tuple[Any, ...]],
+                      table_rows: list[tuple[Any, ...]], watermark: float) -> RowDiff:
+    """Sessions: each key's written sessions must cut its on-time trips into consecutive runs.
+
+    A run equal to a batch session is ``equal``. Flink may also write one batch session as two
+    pieces: a piece fires when the watermark passes its end, and a trip that would have joined
+    it, arriving later but not late for its own gap window, starts a new session. Such a ``split``
+    is accepted only when the stream justifies it: some trip of one piece was read after its
+    partition had already gone past the other piece's end plus the watermark delay. Anything
+    else (a trip missing, counted twice, a piece that is not a consecutive run) is a difference.
+    """
+    gap, delay = opts.gap_ms, opts.watermark_ms
+    at = {name: 3 + FIELDS.index(name) for name in ("pickup_at", "pu_location_id", "do_location_id")}
+    # The highest pickup read in each record's partition before it: a bound on its watermark.
+    seen_before: dict[tuple[Any, ...], int] = {}
+    highest: dict[int, int] = {}
+    for e in sorted(events, key=lambda e: (e[1], e[2])):
+        seen_before[e[:3]] = highest.get(e[1], -(2**62))
+        highest[e[1]] = max(highest.get(e[1], -(2**62)), e[at["pickup_at"]])
+    trips: dict[tuple[int, int], list[tuple[int, tuple[Any, ...]]]] = {}
+    for e in events:
+        if e[at["do_location_id"]] is not None and e[:3] not in late_keys:
+            trips.setdefault((e[at["pu_location_id"]], e[at["do_location_id"]]), []).append((e[at["pickup_at"]], e[:3]))
+    written: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
+    for pu, do, start, end, n in table_rows:
+        written.setdefault((pu, do), []).append((wall_clock_ms(start), wall_clock_ms(end), n))
+    diff = RowDiff()
+
+    def note(text: str) -> None:
+        if len(diff.examples) < EXAMPLES:
+            diff.examples.append(text)
+
+    def read_after(piece: list[tuple[int, tuple[Any, ...]]], other_end: int) -> bool:
+        return any(seen_before[key] - delay >= other_end - 1 for _, key in piece)
+
+    for pair in sorted(set(trips) | set(written)):
+        runs = sorted(trips.get(pair, []))
+        pieces = sorted(written.get(pair, []))
+        i = 0
+        cut: list[tuple[list[tuple[int, tuple[Any, ...]]], int]] = []  # (trips of a piece, its end)
+        for start, end, n in pieces:
+            piece = runs[i:i + n]
+            consecutive = (len(piece) == n and piece[0][0] == start and piece[-1][0] + gap == end
+                           and all(b[0] - a[0] <= gap for a, b in zip(piece, piece[1:])))
+            if not consecutive:
+                diff.different += 1
+                note(f"session pu={pair[0]} do={pair[1]} from {_show(start, True)} ({n} trips) is not a run "
+                     f"of the batch's trips")
+                continue
+            cut.append((piece, end))
+            i += n
+        if i < len(runs):
+            rest = runs[i:]
+            # Trips left over: still open (the session has not closed) or missing.
+            if rest[-1][0] + gap - 1 > watermark:
+                diff.open += 1
+            else:
+                diff.missing += 1
+                note(f"session pu={pair[0]} do={pair[1]}: {len(rest)} trips from {_show(rest[0][0], True)} "
+                     f"are in no written session")
+        # Join the written pieces into batch sessions and classify each.
+        j = 0
+        while j < len(cut):
+            k = j
+            while k + 1 < len(cut) and cut[k + 1][0][0][0] - cut[k][0][-1][0] <= gap:
+                k += 1
+            diff.compared += 1
+            if k == j:
+                diff.equal += 1
+            else:
+                justified = all(read_after(cut[m + 1][0], cut[m][1]) or read_after(cut[m][0], cut[m + 1][1])
+                                for m in range(j, k))
+                if justified:
+                    diff.split += 1
+                else:
+                    diff.different += 1
+                    note(f"session pu={pair[0]} do={pair[1]} from {_show(cut[j][0][0][0], True)} was written in "
+                         f"{k - j + 1} pieces, but no trip arrived after another piece had closed")
+            j = k + 1
+    return diff

@@ -21,7 +21,8 @@ def lines(v: Verdict) -> Iterator[str]:
     yield f"  {'reported late':<24}{a.late:>12,}   (late_trips)"
     yield f"  {'rejected as bad':<24}{a.bad:>12,}   (bad_records; the rules reject {a.bad_expected:,})"
     if a.pending:
-        yield f"  {'pending in open ' + unit:<24}{a.pending:>12,}"
+        yield (f"  {'pending in open ' + unit:<24}{a.pending:>12,}"
+               + ("" if v.caught_up else "   (the job is still catching up)"))
     if a.not_applicable:
         yield f"  {'not applicable':<24}{a.not_applicable:>12,}   ({_not_applicable(v.job)})"
     ok = "[green]all accounted for[/]" if a.unaccounted == 0 else f"[red]{a.unaccounted:+,} unaccounted[/]"
@@ -33,6 +34,9 @@ def lines(v: Verdict) -> Iterator[str]:
                   f"({'counted twice' if a.pairs_written > a.pairs_expected else 'lost'})[/]"))
     yield (f"  {unit}: {r.compared:,} compared, {r.equal:,} equal, {r.missing:,} missing, {r.extra:,} extra, "
            f"{r.different:,} different; {r.open:,} still open")
+    if r.split:
+        yield (f"  {r.split:,} {unit} written in pieces: a trip that belonged to a session arrived after the "
+               f"session had closed (justified by the order the records were read)")
     for example in r.examples:
         yield f"    [yellow]{escape(example)}[/]"
     for problem in (a.bad_problems + a.late_problems)[:5]:

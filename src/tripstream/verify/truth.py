@@ -123,7 +123,7 @@ def _windowed(con: duckdb.DuckDBPyConnection, sql: str, watermark_ms: float, cou
 
 def _record_split(con: duckdb.DuckDBPyConnection, last_end_sql: str, where: str, watermark_ms: float) -> tuple[int, int]:
     """(counted, pending) on-time records: pending while the last window holding them is open."""
-    wm = "'+infinity'::DOUBLE" if watermark_ms == float("inf") else f"{float(watermark_ms)}::DOUBLE"
+    wm = f"'{float(watermark_ms)!r}'::DOUBLE"  # 'inf' and '-inf' included
     counted, pending = con.execute(
         f"SELECT count(*) FILTER (WHERE ({last_end_sql}) - 1 <= {wm}), count(*) FILTER (WHERE ({last_end_sql}) - 1 > {wm}) "
         f"FROM ev WHERE watermark_ms IS NULL AND {where}").fetchone()
