@@ -55,9 +55,10 @@ def fresh_topic(stack: Stack, prefix: str, partitions: int = 4) -> str:
     return topic
 
 
-def synthetic(seed: int, events: int, rate: float = 2.0) -> SyntheticStream:
-    """``events`` trips at ``rate`` a second of event time from 2021-03-01 08:00, in order."""
-    return SyntheticStream(seed, datetime(2021, 3, 1, 8, 0), rate=rate, limit=events)
+def synthetic(seed: int, events: int, rate: float = 2.0, start: datetime = datetime(2021, 3, 1, 8, 0)
+              ) -> SyntheticStream:
+    """``events`` trips at ``rate`` a second of event time from ``start``, in order."""
+    return SyntheticStream(seed, start, rate=rate, limit=events)
 
 
 class Flow:
