@@ -336,6 +336,7 @@ def submit(
     surge_min_trips: Annotated[int, typer.Option(help="surge: and at least this many trips.")] = 5,
     earliest_event: Annotated[str, typer.Option(help="A pickup before this is a bad record.")] = "2009-01-01 00:00:00",
     max_future: Annotated[str, typer.Option(help="A pickup further ahead of now is a bad record.")] = "1d",
+    sink: Annotated[str, typer.Option(help="jdbc (PostgreSQL) or blackhole (discard: the engine's ceiling).")] = "jdbc",
     resume: Annotated[bool, typer.Option("--resume", help="Start from the job's latest savepoint or retained checkpoint.")] = False,
     from_savepoint: Annotated[Optional[Path], typer.Option(help="Start from this savepoint or checkpoint directory.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="With --until latest: return when the job has finished.")] = False,
@@ -356,6 +357,7 @@ def submit(
         allowed_lateness_ms=parse_duration_ms(allowed_lateness, "--allowed-lateness", allow_zero=True),
         surge_ratio=surge_ratio, surge_min_trips=surge_min_trips,
         earliest_event=earliest_event, max_future_ms=parse_duration_ms(max_future, "--max-future", allow_zero=True),
+        sink=sink,
     )
     if resume and from_savepoint:
         raise ConfigError("give --resume or --from-savepoint, not both")

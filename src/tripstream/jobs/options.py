@@ -92,6 +92,7 @@ class JobOptions:
     # the watermark, so one absurd timestamp cannot make every later event late.
     earliest_event: str = "2009-01-01 00:00:00"  # the first TLC trip records are from 2009
     max_future_ms: int = 86_400_000
+    sink: str = "jdbc"  # "blackhole" discards the results: the engine's own ceiling, for benchmarks
 
     def __post_init__(self) -> None:
         if self.job not in JOB_NAMES:
@@ -118,6 +119,8 @@ class JobOptions:
             self.earliest_ms
         except ValueError:
             raise ConfigError(f"--earliest-event must be an ISO wall-clock time, got {self.earliest_event!r}") from None
+        if self.sink not in ("jdbc", "blackhole"):
+            raise ConfigError(f"--sink must be jdbc or blackhole, got {self.sink!r}")
         if self.max_future_ms < 0:
             raise ConfigError(f"--max-future must not be negative, got {self.max_future_ms} ms")
         if self.surge_ratio <= 1 or self.surge_min_trips < 1 or self.surge_baseline_windows < 1:

@@ -30,6 +30,7 @@ def main(spec_path: str) -> None:
     config.set("table.exec.resource.default-parallelism", str(opts.parallelism))
     # Event times are wall-clock values without a zone; keep every time function zone-free.
     config.set("table.local-time-zone", "UTC")
+    config.set("pipeline.object-reuse", "true")
     # Our Java functions (PARSE_TRIP, TRIP_TIME) travel with the job, so any cluster can run it.
     config.set("pipeline.jars", Path(spec["connections"]["functions_jar"]).resolve().as_uri())
     if opts.allowed_lateness_ms:
@@ -47,7 +48,7 @@ def main(spec_path: str) -> None:
             config.set("table.exec.source.idle-timeout", f"{opts.idle_timeout_ms} ms")
     module = importlib.import_module(f"tripstream.jobs.{opts.job}")
     statements = t_env.create_statement_set()
-    module.build(t_env, statements, opts, spec["connections"])
+    module.build(t_env, statements, opts, {**spec["connections"], "sink": opts.sink})
     statements.execute()
 
 

@@ -63,7 +63,8 @@ final class TripPayload {
     final LocalDateTime eventTime;
 
     private TripPayload(byte[] payload, long earliestMs, long maxFutureMs) {
-        this.payload = payload;
+        // A copy: the memo must not see a buffer its caller later reuses for another record.
+        this.payload = payload == null ? null : payload.clone();
         this.earliestMs = earliestMs;
         this.maxFutureMs = maxFutureMs;
         Object[] values = new Object[FIELDS.length + 2];
@@ -82,7 +83,7 @@ final class TripPayload {
     static TripPayload of(byte[] payload, long earliestMs, long maxFutureMs) {
         TripPayload last = LAST.get();
         if (last != null && last.earliestMs == earliestMs && last.maxFutureMs == maxFutureMs
-                && (last.payload == payload || Arrays.equals(last.payload, payload))) {
+                && Arrays.equals(last.payload, payload)) {
             return last;
         }
         TripPayload parsed = new TripPayload(payload, earliestMs, maxFutureMs);

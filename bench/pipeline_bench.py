@@ -1,0 +1,350 @@
+"""Pipeline benchmarks: throughput through Flink into PostgreSQL, freshness, and what it costs.
+
+All measured in one run on the running stack, each figure beside its baseline from the same run
+(this machine is shared and noisy, so ratios travel better than absolute rates):
+
+1. Throughput. A topic is filled beforehand with N synthetic events (4 partitions). Then, over
+   exactly those records, bounded at the topic's end:
+   - Kafka's ``ConsumerPerformance`` reads the topic: the broker's ceiling;
+   - the ``tumbling`` job writing to Flink's blackhole sink: the engine's ceiling here;
+   - the ``tumbling`` job writing to PostgreSQL: the product;
+   - the same two for ``passthrough``, where every event is a row: the sink's own cost.
+   Rates are records over the time the source task ran (Flink's REST API), not job start-up.
+2. Freshness, under a steady produce rate (event-time order): from the watermark passing a
+   window's end to that window's row being visible in PostgreSQL (tumbling), and from an event
+   being produced to its row being visible (passthrough). p50 and p99.
+3. Cost: CPU seconds and peak resident memory of each component over the whole run.
+
+Writes ``bench/results/pipeline-<time>.md`` (with the chart ``pipeline-<time>.png``) and prints
+the table. Run with the stack up:
+
+    .venv/bin/python bench/pipeline_bench.py [--events 2000000] [--freshness-seconds 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tripstream.config import load_settings
+from tripstream.events.producer import TripProducer, synthetic_items
+from tripstream.events.schema import wall_clock_ms
+from tripstream.events.synthetic import SyntheticStream
+from tripstream.jobs.options import JobOptions
+from tripstream.jobs.submit import stop, submit
+from tripstream.kafka.topics import count, ensure_topic
+from tripstream.stack import Stack
+from tripstream.stack.flink import rest_get
+from tripstream.stack.kafka import java_binary
+from tripstream.stack.process import wait_until
+
+RESULTS = Path(__file__).resolve().parent / "results"
+START = datetime(2021, 3, 1, 0, 0)
+
+
+# -- cost: CPU seconds and peak RSS per component, sampled over the run --------------------------
+def _tree(pid: int) -> list[int]:
+    """The pid and all its descendants (PostgreSQL forks a process per connection)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
+def _cpu_rss(pids: list[int]) -> tuple[float, int]:
+    ticks, rss = 0, 0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+            rss += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK"), rss
+
+
+@dataclass
+class CostMeter:
+    """Samples each component's process tree every second in the background."""
+
+    roots: dict[str, int]
+    cpu_start: dict[str, float] = field(default_factory=dict)
+    cpu_last: dict[str, float] = field(default_factory=dict)
+    peak_rss: dict[str, int] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def sample(self) -> None:
+        for name, pid in self.roots.items():
+            cpu, rss = _cpu_rss(_tree(pid))
+            self.cpu_start.setdefault(name, cpu)
+            self.cpu_last[name] = max(cpu, self.cpu_last.get(name, 0.0))
+            self.peak_rss[name] = max(rss, self.peak_rss.get(name, 0))
+
+    def __enter__(self) -> CostMeter:
+        self.sample()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self.stop.wait(1.0):
+            self.sample()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sample()
+
+    def report(self) -> dict[str, dict[str, float]]:
+        return {n: {"cpu_s": round(self.cpu_last[n] - self.cpu_start[n], 1),
+                    "peak_rss_mib": round(self.peak_rss[n] / 2**20)} for n in self.roots}
+
+
+# -- throughput -----------------------------------------------------------------------------------
+def fill(stack: Stack, n: int) -> tuple[str, float]:
+    topic = f"bench-pipeline-{uuid.uuid4().hex[:8]}"
+    ensure_topic(stack.settings.kafka, topic, partitions=4)
+    stream = SyntheticStream(11, START, rate=2.0, limit=n)
+    t0 = time.monotonic()
+    report = TripProducer(stack.settings.kafka, topic).send(synthetic_items(stream))
+    assert report.ok and report.delivered == n, report
+    return topic, time.monotonic() - t0
+
+
+def consumer_performance(stack: Stack, topic: str, n: int) -> dict[str, Any]:
+    cmd = [java_binary(), "-Xmx1g", "-cp", str(stack.settings.jars_dir / "kafka" / "*"),
+           "org.apache.kafka.tools.ConsumerPerformance", "--bootstrap-server", stack.settings.kafka.bootstrap_servers,
+           "--topic", topic, "--messages", str(n), "--timeout", "60000"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=True).stdout.strip().splitlines()
+    header = [h.strip() for h in out[0].split(",")]
+    values = [v.strip() for v in out[-1].split(",")]
+    row = dict(zip(header, values))
+    return {"events_per_s": float(row["nMsg.sec"]), "mb_per_s": float(row["MB.sec"]),
+            "command": " ".join(cmd[:1] + ["-cp", "build/jars/kafka/*"] + cmd[4:])}
+
+
+def run_bounded(stack: Stack, opts: JobOptions) -> dict[str, Any]:
+    """Run a bounded job to its end; the rate is records over the source task's running time."""
+    jid = submit(stack, opts)
+    stack.flink.wait_job_state(jid, {"FINISHED"}, 1800)
+    detail = rest_get(stack.flink.rest_url, f"/jobs/{jid}")
+    source = detail["vertices"][0]
+    records = source["metrics"]["read-records"] if source["metrics"].get("read-records") else None
+    records = records or source["metrics"].get("write-records")
+    seconds = source["duration"] / 1000
+    return {"job": opts.job, "sink": opts.sink, "parallelism": opts.parallelism, "seconds": round(seconds, 1),
+            "job_seconds": round(detail["duration"] / 1000, 1), "records": records}
+
+
+def throughput(stack: Stack, topic: str, n: int, parallelism: int) -> dict[str, Any]:
+    results: dict[str, Any] = {"consumer_performance": consumer_performance(stack, topic, n)}
+    for job in ("tumbling", "passthrough"):
+        for sink in ("blackhole", "jdbc"):
+            with stack.postgres.connect() as conn:
+                conn.execute("TRUNCATE trips, tumbling_zone_stats, late_trips, bad_records")
+            r = run_bounded(stack, JobOptions(job=job, topic=topic, until="latest", sink=sink,
+                                              parallelism=parallelism))
+            r["events_per_s"] = n / r["seconds"]
+            results[f"{job}->{sink}"] = r
+            print(f"  {job}->{sink}: {r['events_per_s']:,.0f} events/s ({r['seconds']} s)", flush=True)
+    return results
+
+
+# -- freshness --------------------------------------------------------------------------------------
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def freshness(stack: Stack, rate: float, seconds: float) -> dict[str, Any]:
+    """Both jobs run unbounded over one topic fed at ``rate`` events/s in event-time order."""
+    topic = f"bench-fresh-{uuid.uuid4().hex[:8]}"
+    ensure_topic(stack.settings.kafka, topic, partitions=4)
+    with stack.postgres.connect() as conn:
+        conn.execute("TRUNCATE trips, tumbling_zone_stats, late_trips, bad_records")
+    jobs = [submit(stack, JobOptions(job=j, topic=topic, startup="earliest")) for j in ("tumbling", "passthrough")]
+    for jid in jobs:
+        stack.flink.wait_job_state(jid, {"RUNNING"}, 120)
+    event_rate = 2.0
+    speed = rate / event_rate
+    stream = SyntheticStream(12, START, rate=event_rate, limit=int(rate * seconds))
+    producer = TripProducer(stack.settings.kafka, topic)
+    t0 = time.time()
+    thread = threading.Thread(target=producer.send, args=(synthetic_items(stream),), kwargs={"speed": speed})
+    thread.start()
+    start_ms = wall_clock_ms(START)
+
+    def produced_at(event_ms: int) -> float:  # the paced producer's wall time for this event time
+        return t0 + (event_ms - start_ms) / 1000 / speed
+
+    seen_windows: dict[Any, float] = {}
+    seen_trips: dict[str, float] = {}
+    trip_times: dict[str, int] = {}
+    with stack.postgres.connect() as conn:
+        while thread.is_alive():
+            now = time.time()
+            for (end,) in conn.execute("SELECT DISTINCT window_end FROM tumbling_zone_stats"):
+                seen_windows.setdefault(end, now)
+            for event_id, pickup in conn.execute(
+                    "SELECT event_id, pickup_at FROM trips WHERE event_id <> ALL(%s) LIMIT 5000",
+                    (list(seen_trips) or [""],)):
+                seen_trips[event_id] = now
+                trip_times[event_id] = wall_clock_ms(pickup)
+            conn.commit()
+            time.sleep(0.05)  # the sampling period of the measurement, not a synchronisation
+    for jid in jobs:
+        pass
+    stop(stack, "tumbling")
+    stop(stack, "passthrough")
+    delay_ms = JobOptions(job="tumbling").watermark_ms
+    # A window [s, e) closes when an event with pickup >= e + delay arrives (a watermark per event).
+    window_lat = [seen - produced_at(wall_clock_ms(end) + delay_ms) for end, seen in seen_windows.items()
+                  if produced_at(wall_clock_ms(end) + delay_ms) > t0 + 2]
+    trip_lat = [seen_trips[e] - produced_at(trip_times[e]) for e in seen_trips]
+    return {
+        "rate_per_s": rate, "seconds": seconds,
+        "window_ms": {"p50": round(1000 * _percentile(window_lat, 0.5)), "p99": round(1000 * _percentile(window_lat, 0.99)),
+                      "windows": len(window_lat)},
+        "event_ms": {"p50": round(1000 * _percentile(trip_lat, 0.5)), "p99": round(1000 * _percentile(trip_lat, 0.99)),
+                     "events": len(trip_lat)},
+    }
+
+
+# -- report -----------------------------------------------------------------------------------------
+def versions(stack: Stack) -> dict[str, str]:
+    from tripstream.stack.stack import Stack as _  # noqa: F401
+
+    statuses = {s.name: s for s in stack.status()}
+    return {name: (statuses[name].version or "?") for name in ("kafka", "flink", "postgres")} | {
+        "python": platform.python_version()}
+
+
+def machine() -> dict[str, Any]:
+    mem = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) // 2**20
+    return {"cores": os.cpu_count(), "memory_gib": mem, "kernel": platform.release()}
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["consumer_performance", "tumbling->blackhole", "tumbling->jdbc", "passthrough->blackhole",
+             "passthrough->jdbc"]
+    labels = ["Kafka\nConsumerPerformance", "tumbling\nblackhole", "tumbling\nPostgreSQL", "passthrough\nblackhole",
+              "passthrough\nPostgreSQL"]
+    rates = [results[n]["events_per_s"] / 1000 for n in names]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    bars = ax.bar(labels, rates, color=["#888", "#4a7", "#27a", "#4a7", "#27a"])
+    ax.bar_label(bars, labels=[f"{r:,.0f}k" for r in rates])
+    ax.set_ylabel("thousand events / s")
+    ax.set_title("Throughput over the same pre-filled topic (one run)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=2_000_000)
+    parser.add_argument("--parallelism", type=int, default=2)
+    parser.add_argument("--freshness-rate", type=float, default=2000.0)
+    parser.add_argument("--freshness-seconds", type=float, default=40.0)
+    args = parser.parse_args()
+    stack = Stack(load_settings())
+    command = "make bench  (.venv/bin/python bench/pipeline_bench.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()) + ")"
+    roots = {"kafka": stack.kafka.process("kafka").pid(), "jobmanager": stack.flink.process("jobmanager").pid(),
+             "taskmanager": stack.flink.process("taskmanager").pid(), "postgres": stack.postgres.process("postgres").pid()}
+    if None in roots.values():
+        raise SystemExit(f"the local stack is not fully up ({roots}): make up")
+    with CostMeter(roots) as meter:
+        print(f"filling a topic with {args.events:,} synthetic events...", flush=True)
+        topic, fill_s = fill(stack, args.events)
+        print(f"  {args.events / fill_s:,.0f} events/s; {count(stack.settings.kafka, topic):,} in the topic", flush=True)
+        results = throughput(stack, topic, args.events, args.parallelism)
+        print("freshness...", flush=True)
+        fresh = freshness(stack, args.freshness_rate, args.freshness_seconds)
+    cost = meter.report()
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    RESULTS.mkdir(exist_ok=True)
+    png = RESULTS / f"pipeline-{stamp}.png"
+    chart(results, png)
+    report = {"command": command, "machine": machine(), "versions": versions(stack), "events": args.events,
+              "throughput": results, "freshness": fresh, "cost": cost}
+    md = render(report, png.name)
+    (RESULTS / f"pipeline-{stamp}.md").write_text(md)
+    (RESULTS / f"pipeline-{stamp}.json").write_text(json.dumps(report, indent=2, default=str))
+    print(md)
+
+
+def render(r: dict[str, Any], png: str) -> str:
+    t = r["throughput"]
+    cp = t["consumer_performance"]["events_per_s"]
+    bh, pg = t["tumbling->blackhole"]["events_per_s"], t["tumbling->jdbc"]["events_per_s"]
+    pbh, ppg = t["passthrough->blackhole"]["events_per_s"], t["passthrough->jdbc"]["events_per_s"]
+    m, v = r["machine"], r["versions"]
+    lines = [
+        f"# Pipeline benchmark, {time.strftime('%Y-%m-%d %H:%M')}",
+        "",
+        f"Command: `{r['command']}`  ",
+        f"Machine: {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}.  ",
+        f"Versions: Kafka {v['kafka']}, Flink {v['flink']}, PostgreSQL {v['postgres']}, Python {v['python']}.",
+        "",
+        f"## Throughput ({r['events']:,} synthetic events, 4 partitions, parallelism "
+        f"{t['tumbling->jdbc']['parallelism']})",
+        "",
+        "| reader | events/s | ratio |",
+        "|---|---|---|",
+        f"| Kafka ConsumerPerformance (broker ceiling) | {cp:,.0f} | 1 |",
+        f"| tumbling -> blackhole (engine ceiling) | {bh:,.0f} | {bh / cp:.2f} of the broker |",
+        f"| **tumbling -> PostgreSQL** | **{pg:,.0f}** | **{pg / bh:.2f} of blackhole** (target 0.7) |",
+        f"| passthrough -> blackhole | {pbh:,.0f} | {pbh / cp:.2f} of the broker |",
+        f"| passthrough -> PostgreSQL (a row per event) | {ppg:,.0f} | {ppg / pbh:.2f} of blackhole |",
+        "",
+        f"![throughput]({png})",
+        "",
+        f"## Freshness ({r['freshness']['rate_per_s']:,.0f} events/s for {r['freshness']['seconds']:.0f} s)",
+        "",
+        "| from | to | p50 | p99 |",
+        "|---|---|---|---|",
+        f"| watermark passes a window's end | its tumbling row visible in PostgreSQL | "
+        f"{r['freshness']['window_ms']['p50']} ms | {r['freshness']['window_ms']['p99']} ms |",
+        f"| event produced | its passthrough row visible | {r['freshness']['event_ms']['p50']} ms | "
+        f"{r['freshness']['event_ms']['p99']} ms |",
+        "",
+        "## Cost over the whole run",
+        "",
+        "| component | CPU seconds | peak resident memory |",
+        "|---|---|---|",
+        *[f"| {n} | {c['cpu_s']} | {c['peak_rss_mib']} MiB |" for n, c in r["cost"].items()],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
