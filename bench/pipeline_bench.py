@@ -215,8 +215,6 @@ def freshness(stack: Stack, rate: float, seconds: float) -> dict[str, Any]:
                 trip_times[event_id] = wall_clock_ms(pickup)
             conn.commit()
             time.sleep(0.05)  # the sampling period of the measurement, not a synchronisation
-    for jid in jobs:
-        pass
     stop(stack, "tumbling")
     stop(stack, "passthrough")
     delay_ms = JobOptions(job="tumbling").watermark_ms
@@ -235,8 +233,6 @@ def freshness(stack: Stack, rate: float, seconds: float) -> dict[str, Any]:
 
 # -- report -----------------------------------------------------------------------------------------
 def versions(stack: Stack) -> dict[str, str]:
-    from tripstream.stack.stack import Stack as _  # noqa: F401
-
     statuses = {s.name: s for s in stack.status()}
     return {name: (statuses[name].version or "?") for name in ("kafka", "flink", "postgres")} | {
         "python": platform.python_version()}
@@ -273,6 +269,10 @@ def main() -> None:
     parser.add_argument("--parallelism", type=int, default=2)
     parser.add_argument("--freshness-rate", type=float, default=2000.0)
     parser.add_argument("--freshness-seconds", type=float, default=40.0)
+    parser.add_argument("--producer-events", type=int, default=1_000_000,
+                        help="also run the producer benchmark over this many events (0: skip)")
+    parser.add_argument("--recovery", action=argparse.BooleanOptionalAction, default=True,
+                        help="also kill the TaskManager mid-stream and time the recovery")
     args = parser.parse_args()
     stack = Stack(load_settings())
     command = "make bench  (.venv/bin/python bench/pipeline_bench.py " + " ".join(
@@ -281,6 +281,12 @@ def main() -> None:
              "taskmanager": stack.flink.process("taskmanager").pid(), "postgres": stack.postgres.process("postgres").pid()}
     if None in roots.values():
         raise SystemExit(f"the local stack is not fully up ({roots}): make up")
+    producers = None
+    if args.producer_events:
+        import producer_bench
+
+        print(f"producers, {args.producer_events:,} events each...", flush=True)
+        producers = producer_bench.run(stack.settings, args.producer_events)
     with CostMeter(roots) as meter:
         print(f"filling a topic with {args.events:,} synthetic events...", flush=True)
         topic, fill_s = fill(stack, args.events)
@@ -289,12 +295,18 @@ def main() -> None:
         print("freshness...", flush=True)
         fresh = freshness(stack, args.freshness_rate, args.freshness_seconds)
     cost = meter.report()
+    recovery = None
+    if args.recovery:
+        import recovery_bench
+
+        print("recovery after a TaskManager kill...", flush=True)
+        recovery = recovery_bench.run(stack, 1000.0, 60.0, 25.0)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     RESULTS.mkdir(exist_ok=True)
     png = RESULTS / f"pipeline-{stamp}.png"
     chart(results, png)
     report = {"command": command, "machine": machine(), "versions": versions(stack), "events": args.events,
-              "throughput": results, "freshness": fresh, "cost": cost}
+              "throughput": results, "freshness": fresh, "cost": cost, "producers": producers, "recovery": recovery}
     md = render(report, png.name)
     (RESULTS / f"pipeline-{stamp}.md").write_text(md)
     (RESULTS / f"pipeline-{stamp}.json").write_text(json.dumps(report, indent=2, default=str))
@@ -336,7 +348,9 @@ def render(r: dict[str, Any], png: str) -> str:
         f"| event produced | its passthrough row visible | {r['freshness']['event_ms']['p50']} ms | "
         f"{r['freshness']['event_ms']['p99']} ms |",
         "",
-        "## Cost over the whole run",
+        *_producer_lines(r.get("producers")),
+        *_recovery_lines(r.get("recovery")),
+        "## Cost over the throughput and freshness runs",
         "",
         "| component | CPU seconds | peak resident memory |",
         "|---|---|---|",
@@ -344,6 +358,45 @@ def render(r: dict[str, Any], png: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _producer_lines(p: dict[str, Any] | None) -> list[str]:
+    if not p:
+        return []
+    rows = p["producers"]
+    ts = rows["tripstream"]["events_per_s"]
+    return [
+        f"## Producer ({p['events']:,} synthetic events of {p['record_bytes']} B, one run)",
+        "",
+        "| producer | events/s | MB/s | ratio |",
+        "|---|---|---|---|",
+        f"| tripstream (confluent-kafka + orjson) | {ts:,.0f} | {rows['tripstream']['mb_per_s']:.1f} | 1 |",
+        f"| kafka-python, the course's way | {rows['kafka-python']['events_per_s']:,.0f} | "
+        f"{rows['kafka-python']['mb_per_s']:.1f} | tripstream {ts / rows['kafka-python']['events_per_s']:.1f}x faster |",
+        f"| Kafka ProducerPerformance (Java) | {rows['java ProducerPerformance']['events_per_s']:,.0f} | "
+        f"{rows['java ProducerPerformance']['mb_per_s']:.1f} | tripstream reaches "
+        f"{ts / rows['java ProducerPerformance']['events_per_s']:.2f} |",
+        "",
+    ]
+
+
+def _recovery_lines(r: dict[str, Any] | None) -> list[str]:
+    if not r:
+        return []
+    d, size = r["checkpoint_duration_ms"] or {}, r["checkpoint_size_bytes"] or {}
+    return [
+        f"## Recovery (TaskManager SIGKILL {r['killed_at_s']:.0f} s into a stream of {r['rate_per_s']:,} events/s, "
+        f"checkpoints every {r['checkpoint_interval_s']:.0f} s)",
+        "",
+        "| from the kill to | seconds |",
+        "|---|---|",
+        f"| the job running again, restored from its last checkpoint | {r['running_again_s']} |",
+        f"| its output caught up with the stream | {r['caught_up_s']} |",
+        "",
+        f"Checkpoints: {d.get('min')}-{d.get('max')} ms (mean {d.get('avg')} ms), "
+        f"{size.get('min', 0) / 1000:.0f}-{size.get('max', 0) / 1000:.0f} KB. Verify after the run: {r['verify']}.",
+        "",
+    ]
 
 
 if __name__ == "__main__":

@@ -87,18 +87,13 @@ def bench_java(settings, n: int, record_size: int) -> dict:  # noqa: ANN001
     return {"events": n, "seconds": n / rate, "bytes": n * record_size, "tool_line": final.strip()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=1_000_000)
-    args = parser.parse_args()
-    settings = load_settings()
-
-    events, gen_s = generate(args.events)
+def run(settings, n: int) -> dict:  # noqa: ANN001 - Settings
+    """All three producers over the same ``n`` events; rates per producer, and the ratios."""
+    events, gen_s = generate(n)
     json_ser = get_serializer("json")
     avg = round(sum(len(json_ser.serialize(e)) for e in events[:10_000]) / min(10_000, len(events)))
     print(f"generated {len(events):,} synthetic events in {gen_s:.1f} s ({len(events) / gen_s:,.0f}/s); "
           f"average JSON record {avg} B", flush=True)
-
     results = {}
     for name, fn in (("tripstream", lambda: bench_tripstream(settings, events)),
                      ("kafka-python", lambda: bench_kafka_python(settings, events)),
@@ -109,12 +104,17 @@ def main() -> None:
         results[name] = r
         print(f"{name:26s} {r['events_per_s']:>12,.0f} events/s {r['mb_per_s']:>8.1f} MB/s "
               f"({r['seconds']:.1f} s)", flush=True)
+    return {"events": n, "record_bytes": avg, "producers": results}
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    args = parser.parse_args()
+    results = run(load_settings(), args.events)["producers"]
     ts = results["tripstream"]["events_per_s"]
     print(f"\ntripstream / kafka-python = {ts / results['kafka-python']['events_per_s']:.1f}x (target >= 10x)")
     print(f"tripstream / java tool    = {ts / results['java ProducerPerformance']['events_per_s']:.2f} (target >= 0.5)")
-    with open("build/bench-producer.json", "w") as fh:
-        json.dump(results, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the stream flows")
     parser.add_argument("--kill-after", type=float, default=25.0, help="seconds into the stream")
     args = parser.parse_args()
-    stack = Stack(load_settings())
+    print(json.dumps(run(Stack(load_settings()), args.rate, args.seconds, args.kill_after), indent=2))
+
+
+def run(stack: Stack, rate: float, seconds: float, kill_after: float) -> dict[str, Any]:
+    """Kill the TaskManager ``kill_after`` s into a ``seconds``-long stream at ``rate`` events/s."""
+    args = argparse.Namespace(rate=rate, seconds=seconds, kill_after=kill_after)
     topic = f"bench-recovery-{uuid.uuid4().hex[:8]}"
     ensure_topic(stack.settings.kafka, topic, partitions=4)
     with stack.postgres.connect() as conn:
@@ -114,7 +119,7 @@ def main() -> None:
         "verify": "PASS" if verdict.ok and verdict.caught_up else "FAIL",
         "machine": {"cores": os.cpu_count()},
     }
-    print(json.dumps(figures, indent=2))
+    return figures
 
 
 if __name__ == "__main__":
