@@ -424,6 +424,38 @@ def jobs_stop(
     err.print(f"stopped {name}" + (f"; savepoint at {location}" if location else ""))
 
 
+@app.command()
+def health(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    job: Annotated[list[str], typer.Option("--job", help="Check only this job (repeatable); it must be running.")] = [],  # noqa: B006
+    checkpoint_age: Annotated[float, typer.Option(min=0, help="Unhealthy when the last checkpoint is older than this many checkpoint intervals.")] = 3.0,
+    max_failed_checkpoints: Annotated[int, typer.Option(min=0, help="Failed checkpoints a job may have had.")] = 0,
+    max_restarts: Annotated[int, typer.Option(min=0, help="Restarts a job may have had.")] = 0,
+    sample_interval: Annotated[float, typer.Option(min=0, help="Seconds between the two samples (lag growth, watermark progress).")] = 5.0,
+) -> None:
+    """Check the running jobs against thresholds: exit 0 healthy, 1 unhealthy (reasons listed), 2 bad usage."""
+    from tripstream.health import Thresholds, check_health
+    from tripstream.stack import Stack
+
+    thresholds = Thresholds(checkpoint_age_factor=checkpoint_age, max_failed_checkpoints=max_failed_checkpoints,
+                            max_restarts=max_restarts, sample_interval_s=sample_interval, jobs=tuple(job))
+    try:
+        report = check_health(Stack(settings()), thresholds)
+    except TripstreamError as exc:
+        if as_json and exc.exit_code != 2:
+            print(json.dumps({"healthy": False, "reasons": [str(exc).splitlines()[0]], "error": str(exc)}, indent=2))
+        raise
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        for f in report.findings:
+            mark = "[green]ok[/]  " if f.ok else "[bold red]FAIL[/]"
+            out.print(f"{mark} {f.subject}: {f.check}: {f.detail}", highlight=False)
+        out.print("[green]healthy[/]" if report.healthy else f"[bold red]unhealthy[/]: {len(report.reasons)} problem(s)")
+    if not report.healthy:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point: one clear line and a non-zero exit for every expected error."""
     try:
