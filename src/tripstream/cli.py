@@ -429,7 +429,7 @@ def health(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     job: Annotated[list[str], typer.Option("--job", help="Check only this job (repeatable); it must be running.")] = [],  # noqa: B006
     checkpoint_age: Annotated[float, typer.Option(min=0, help="Unhealthy when the last checkpoint is older than this many checkpoint intervals.")] = 3.0,
-    max_failed_checkpoints: Annotated[int, typer.Option(min=0, help="Failed checkpoints a job may have had.")] = 0,
+    max_failed_checkpoints: Annotated[Optional[int], typer.Option(min=0, help="Failed checkpoints a job may have had in all (default: only new failures count).")] = None,
     max_restarts: Annotated[int, typer.Option(min=0, help="Restarts a job may have had.")] = 0,
     sample_interval: Annotated[float, typer.Option(min=0, help="Seconds between the two samples (lag growth, watermark progress).")] = 5.0,
 ) -> None:
@@ -477,9 +477,8 @@ def main() -> None:
     except typer.Abort:
         sys.exit(1)
     except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
+        # Typer vendors click (no `click` module): its usage errors are TyperExceptions with show().
+        if isinstance(exc, typer.TyperException) and hasattr(exc, "show"):
             exc.show()
             sys.exit(exc.exit_code)
         raise

@@ -27,8 +27,9 @@ class Thresholds:
 
     # The last completed checkpoint may be at most this many checkpoint intervals old.
     checkpoint_age_factor: float = 3.0
-    # Failed checkpoints a job may have had since it started.
-    max_failed_checkpoints: int = 0
+    # Failed checkpoints a job may have had since it started; None: only new failures count
+    # (one between the samples, or a failure after the last completed checkpoint).
+    max_failed_checkpoints: int | None = None
     # Restarts a job may have had since it started.
     max_restarts: int = 0
     # Seconds between the two samples that lag growth and watermark progress compare.
@@ -75,9 +76,34 @@ def _seconds(ms: float) -> str:
 
 
 def _lag_total(row: dict[str, Any] | None) -> int | None:
-    if row is None or row.get("lag") is None:
-        return None
-    return sum(p["lag"] for p in row["lag"])
+    known = [p["lag"] for p in (row or {}).get("lag") or [] if p.get("lag") is not None]
+    return sum(known) if known else None
+
+
+def _failed_checkpoints(name: str, before: dict[str, Any] | None, row: dict[str, Any],
+                        thresholds: Thresholds) -> Finding:
+    """New failures fire: one between the samples, or the newest attempt failed.
+
+    A failure long followed by completed checkpoints (say, one triggered while the job's tasks
+    were still deploying) is history, and only counts against ``max_failed_checkpoints``.
+    """
+    failed = int((row.get("checkpoints") or {}).get("failed", 0))
+    was = int(((before or {}).get("checkpoints") or {}).get("failed", failed))
+    last_failed = row.get("last_failed_checkpoint") or {}
+    last_done = row.get("last_checkpoint") or {}
+    problems = []
+    if last_failed.get("id") is not None and last_failed["id"] > (last_done.get("id") or 0):
+        problems.append(f"checkpoint #{last_failed['id']} failed after the last completed one "
+                        f"({'#' + str(last_done['id']) if last_done.get('id') else 'none'}): "
+                        f"{last_failed.get('reason') or 'no reason given'}")
+    if failed > was:
+        problems.append(f"{failed - was} new failure(s) in {thresholds.sample_interval_s:g} s")
+    limit = thresholds.max_failed_checkpoints
+    if limit is not None and failed > limit:
+        problems.append(f"{failed} failed in all (allowed {limit})")
+    if problems:
+        return Finding(name, "failed checkpoints", False, "; ".join(problems))
+    return Finding(name, "failed checkpoints", True, f"no new failures ({failed} in all)")
 
 
 def evaluate(first: dict[str, dict[str, Any]], second: dict[str, dict[str, Any]],
@@ -96,19 +122,18 @@ def evaluate(first: dict[str, dict[str, Any]], second: dict[str, dict[str, Any]]
             findings.append(Finding(name, "state", False, f"not running ({state})"))
             continue
         state = row["state"]
-        findings.append(Finding(name, "state", state not in _ILL, f"{state} for {row.get('uptime_s', 0)} s"))
+        cause = (row.get("last_exception") or {}).get("message") if state in _ILL else None
+        findings.append(Finding(name, "state", state not in _ILL, f"{state} for {row.get('uptime_s', 0)} s"
+                                + (f" (last failure: {cause})" if cause else "")))
         if state == "FAILED":
             continue
         restarts = row.get("restarts")
         if restarts is not None:
+            cause = (row.get("last_exception") or {}).get("message")
             findings.append(Finding(name, "restarts", restarts <= thresholds.max_restarts,
                                     f"{restarts} restart{'s' if restarts != 1 else ''} "
-                                    f"(allowed {thresholds.max_restarts})"))
-        counts = row.get("checkpoints") or {}
-        failed = int(counts.get("failed", 0))
-        findings.append(Finding(name, "failed checkpoints", failed <= thresholds.max_failed_checkpoints,
-                                f"{failed} failed, {counts.get('completed', 0)} completed "
-                                f"(allowed {thresholds.max_failed_checkpoints} failed)"))
+                                    f"(allowed {thresholds.max_restarts})" + (f"; last failure: {cause}" if cause else "")))
+        findings.append(_failed_checkpoints(name, first.get(name), row, thresholds))
         interval = row.get("checkpoint_interval_ms")
         now = row.get("now_ms")
         if state == "RUNNING" and row.get("job_type", "STREAMING") == "STREAMING" and interval and now:
@@ -157,7 +182,9 @@ def sample_jobs(stack: Stack, names: Iterable[str] = ()) -> dict[str, dict[str, 
         newest[row["name"]] = row
     jobs = {n: r for n, r in newest.items() if r["state"] in _ALIVE | {"FAILED"} or n in wanted}
     for name, row in jobs.items():
-        offsets = row.get("source_offsets") or {}
+        # Flink's REST metrics appear a few seconds after a job starts; until then the topic
+        # comes from the job's spec and the positions from the group's committed offsets.
+        offsets = row.get("source_offsets") or ({row["topic"]: {}} if row.get("topic") else {})
         if row["state"] in _ALIVE and offsets:
             lags = []
             for topic, positions in offsets.items():

@@ -149,12 +149,28 @@ def describe_jobs(stack: Stack, metrics: bool = False) -> list[dict[str, Any]]:
             if last:
                 row["last_checkpoint"] = {"id": last.get("id"), "at_ms": last.get("latest_ack_timestamp"),
                                           "size_bytes": last.get("checkpointed_size", last.get("state_size"))}
+            failed = (cps.get("latest") or {}).get("failed")
+            if failed:
+                row["last_failed_checkpoint"] = {"id": failed.get("id"), "at_ms": failed.get("failure_timestamp"),
+                                                 "reason": failed.get("failure_message")}
             counts = cps.get("counts") or {}
             row["checkpoints"] = {k: counts.get(k, 0) for k in ("completed", "failed", "in_progress", "restored")}
         except (OSError, ValueError, urllib.error.URLError):
             pass
         rows.append(row)
     return rows
+
+
+def _spec_topic(stack: Stack, name: str, jid: str) -> str | None:
+    """The topic a job was submitted to read, from its spec (None for a job not submitted here)."""
+    try:
+        for line in _history(stack, name).read_text().splitlines():
+            entry = json.loads(line) if line else {}
+            if entry.get("id") == jid:
+                return json.loads(Path(entry["spec"]).read_text())["options"]["topic"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return None
 
 
 _OFFSET_METRIC = re.compile(r"^(\d+)\.Source__.*\.KafkaSourceReader\.topic\.(.+)\.partition\.(\d+)\.currentOffset$")
@@ -171,6 +187,9 @@ def _job_metrics(stack: Stack, detail: dict[str, Any]) -> dict[str, Any]:
     vertices = detail.get("vertices", [])
     out: dict[str, Any] = {"start_time_ms": detail.get("start-time"), "now_ms": detail.get("now"),
                            "job_type": detail.get("job-type")}
+    topic = _spec_topic(stack, detail.get("name", "").removeprefix("tripstream-"), jid)
+    if topic:
+        out["topic"] = topic
 
     def get(path: str) -> Any:
         try:
@@ -181,6 +200,11 @@ def _job_metrics(stack: Stack, detail: dict[str, Any]) -> dict[str, Any]:
     job_metrics = {m["id"]: m.get("value") for m in get(f"/jobs/{jid}/metrics?get=numRestarts") or []}
     if job_metrics.get("numRestarts") is not None:
         out["restarts"] = int(float(job_metrics["numRestarts"]))
+    if out.get("restarts") or detail.get("state") in ("RESTARTING", "FAILING"):
+        history = (get(f"/jobs/{jid}/exceptions?maxExceptions=1") or {}).get("exceptionHistory") or {}
+        for entry in history.get("entries", [])[:1]:
+            message = (entry.get("exceptionName") or "") + ": " + (entry.get("stacktrace") or "").split("\n", 1)[0]
+            out["last_exception"] = {"at_ms": entry.get("timestamp"), "message": message.split(": ", 1)[-1][:300]}
     config = get(f"/jobs/{jid}/checkpoints/config") or {}
     if isinstance(config.get("interval"), int) and 0 < config["interval"] < 2**62:
         out["checkpoint_interval_ms"] = config["interval"]

@@ -25,7 +25,7 @@ class PartitionLag:
     partition: int
     end: int
     position: int | None  # next offset to read; None when nothing is known yet
-    lag: int
+    lag: int | None  # None when the position is unknown
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,7 +69,8 @@ def partition_lag(settings: KafkaSettings, topic: str, group: str,
                   positions: Mapping[int, int] | None = None) -> list[PartitionLag]:
     """Lag of each partition: end offset minus position (the job's live one, else committed).
 
-    A partition with no known position counts all its records as lag, the safe side for alerts.
+    A partition with no known position yet (a job just started, before its first metrics
+    or commit) has an unknown lag, rather than a guess that would raise false alarms.
     """
     ends = end_offsets(settings, topic)
     known = dict(positions or {})
@@ -81,7 +82,7 @@ def partition_lag(settings: KafkaSettings, topic: str, group: str,
     for p, end in ends.items():
         pos = known.get(p)
         pos = pos if pos is not None and pos >= 0 else None
-        result.append(PartitionLag(p, end, pos, max(0, end - (pos or 0))))
+        result.append(PartitionLag(p, end, pos, None if pos is None else max(0, end - pos)))
     return result
 
 
