@@ -456,6 +456,22 @@ def health(
         raise typer.Exit(1)
 
 
+@app.command()
+def dashboard(
+    port: Annotated[Optional[int], typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (default 8765, TRIPSTREAM_DASHBOARD_PORT).")] = None,
+    refresh: Annotated[Optional[float], typer.Option(min=0.2, help="Seconds between the page's updates (default 2).")] = None,
+) -> None:
+    """Serve the live results dashboard on 127.0.0.1: PostgreSQL's results, Flink's jobs, Kafka's lag."""
+    from tripstream.dashboard.server import DashboardServer
+    from tripstream.stack import Stack
+
+    cfg = settings().dashboard
+    server = DashboardServer(Stack(settings()), cfg.port if port is None else port,
+                             cfg.refresh_ms if refresh is None else int(refresh * 1000))
+    err.print(f"dashboard at {server.url} (Ctrl-C stops it)", highlight=False)
+    server.serve_forever()
+
+
 def main() -> None:
     """Entry point: one clear line and a non-zero exit for every expected error."""
     try:

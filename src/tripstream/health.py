@@ -166,10 +166,11 @@ def evaluate(first: dict[str, dict[str, Any]], second: dict[str, dict[str, Any]]
     return findings
 
 
-def sample_jobs(stack: Stack, names: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
+def sample_jobs(stack: Stack, names: Iterable[str] = (), include_ended: bool = False) -> dict[str, dict[str, Any]]:
     """The newest Flink job of each tripstream name that is alive or failed, with its lag.
 
-    A name whose newest job finished or was cancelled is left out (it was meant to stop).
+    A name whose newest job finished or was cancelled is left out (it was meant to stop),
+    unless ``include_ended`` (the dashboard shows those too).
     """
     from tripstream.jobs.submit import describe_jobs
     from tripstream.kafka.lag import partition_lag
@@ -180,7 +181,7 @@ def sample_jobs(stack: Stack, names: Iterable[str] = ()) -> dict[str, dict[str, 
         if row["name"] in newest or (wanted and row["name"] not in wanted):
             continue
         newest[row["name"]] = row
-    jobs = {n: r for n, r in newest.items() if r["state"] in _ALIVE | {"FAILED"} or n in wanted}
+    jobs = {n: r for n, r in newest.items() if include_ended or r["state"] in _ALIVE | {"FAILED"} or n in wanted}
     for name, row in jobs.items():
         # Flink's REST metrics appear a few seconds after a job starts; until then the topic
         # comes from the job's spec and the positions from the group's committed offsets.
