@@ -90,7 +90,7 @@ function lineChart(target, labels, series, options = {}) {
   for (let k = 0; k <= 4; k += 1) {
     const v = (top * k) / 4;
     target.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: y(v), y2: y(v), class: k ? "gridline" : "axis" }));
-    target.append(svg("text", { x: pad.left - 6, y: y(v) + 4, "text-anchor": "end" }, options.money ? `$${fmt(v)}` : fmt(v)));
+    target.append(svg("text", { x: pad.left - 6, y: y(v) + 4, "text-anchor": "end" }, options.money ? `$${fmt(v)}` : fmt(v, v % 1 ? 1 : 0)));
   }
   const every = Math.max(1, Math.ceil(labels.length / 8));
   labels.forEach((label, i) => {
