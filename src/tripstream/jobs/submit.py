@@ -216,7 +216,8 @@ def _job_metrics(stack: Stack, detail: dict[str, Any]) -> dict[str, Any]:
         return round(float(values[0]["sum"]), 1) if values and "sum" in values[0] else None
 
     out["records_in_per_s"] = rate(vertices[0], "numRecordsInPerSecond")
-    out["records_out_per_s"] = rate(vertices[-1], "numRecordsOutPerSecond") if len(vertices) > 1 else None
+    # Like records_out: what reaches the last (sink) vertex, whose own output is always zero.
+    out["records_out_per_s"] = rate(vertices[-1], "numRecordsInPerSecond") if len(vertices) > 1 else None
     source = vertices[0]["id"]
     names = [m["id"] for m in get(f"/jobs/{jid}/vertices/{source}/metrics") or []]
     wanted = [n for n in names if _OFFSET_METRIC.match(n)]
