@@ -76,11 +76,23 @@ fetch_jars() {  # name, extra maven flags
   fi
   say "fetching $name jars with Maven"
   rm -rf "$out"
-  mvn -q -B -Dstyle.color=never -f "$pom" "$DEP_PLUGIN:copy-dependencies" -DoutputDirectory="$ROOT/$out" \
+  mvn -q -B --color never -f "$pom" "$DEP_PLUGIN:copy-dependencies" -DoutputDirectory="$ROOT/$out" \
       -DincludeScope=runtime "$@" || die "Maven could not fetch the $name jars (see the output above)"
   stamp "jars-$name" "$key"
 }
 fetch_jars kafka
 fetch_jars flink -DexcludeTransitive=true
+
+# --- tripstream's own Flink functions (java/udf): the payload parser the jobs ship ---------
+udf_key=$(digest java/udf/pom.xml $(find java/udf/src -type f | sort))
+udf_jar=build/jars/functions/tripstream-flink-functions.jar
+if ! fresh functions "$udf_key" || [ ! -f "$udf_jar" ]; then
+  say "building the Flink functions jar with Maven"
+  mkdir -p "$(dirname "$udf_jar")"
+  mvn -q -B --color never -f java/udf/pom.xml package > build/java-udf.log 2>&1 \
+    || { cat build/java-udf.log; die "Maven could not build java/udf (see the output above)"; }
+  cp java/udf/target/tripstream-flink-functions.jar "$udf_jar"
+  stamp functions "$udf_key"
+fi
 
 say "ready ($(.venv/bin/python --version), Java $java_major, $(ls build/jars/kafka | wc -l) Kafka jars, $(ls build/jars/flink | wc -l) Flink connector jars)"

@@ -334,6 +334,8 @@ def submit(
     allowed_lateness: Annotated[str, typer.Option(help="tumbling, sliding: late events up to this still update their window.")] = "0",
     surge_ratio: Annotated[float, typer.Option(help="surge: flag at this multiple of the baseline.")] = 2.0,
     surge_min_trips: Annotated[int, typer.Option(help="surge: and at least this many trips.")] = 5,
+    earliest_event: Annotated[str, typer.Option(help="A pickup before this is a bad record.")] = "2009-01-01 00:00:00",
+    max_future: Annotated[str, typer.Option(help="A pickup further ahead of now is a bad record.")] = "1d",
     resume: Annotated[bool, typer.Option("--resume", help="Start from the job's latest savepoint or retained checkpoint.")] = False,
     from_savepoint: Annotated[Optional[Path], typer.Option(help="Start from this savepoint or checkpoint directory.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="With --until latest: return when the job has finished.")] = False,
@@ -353,6 +355,7 @@ def submit(
         slide_ms=parse_duration_ms(slide, "--slide"), gap_ms=parse_duration_ms(gap, "--gap"),
         allowed_lateness_ms=parse_duration_ms(allowed_lateness, "--allowed-lateness", allow_zero=True),
         surge_ratio=surge_ratio, surge_min_trips=surge_min_trips,
+        earliest_event=earliest_event, max_future_ms=parse_duration_ms(max_future, "--max-future", allow_zero=True),
     )
     if resume and from_savepoint:
         raise ConfigError("give --resume or --from-savepoint, not both")
@@ -379,6 +382,43 @@ def summary() -> None:
 
     for line in summarize(Stack(settings())):
         out.print(line, highlight=False)
+
+
+@app.command()
+def verify(
+    job: Annotated[Optional[str], typer.Argument(help="The job to check (default: every job submitted here).")] = None,
+    file: Annotated[Optional[Path], typer.Option(help="Take the events from this input file, not the topic.")] = None,
+    wait: Annotated[float, typer.Option(help="Retry a failing check for up to this many seconds.")] = 0.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Prove a job's output: PostgreSQL against a batch truth, and every record accounted for.
+
+    Exit 0 only when every closed window equals the truth and every record read is counted,
+    late, bad or pending exactly once.
+    """
+    from tripstream.jobs.options import JOB_NAMES
+    from tripstream.jobs.submit import submissions
+    from tripstream.stack import Stack
+    from tripstream.verify.compare import verify_until
+    from tripstream.verify.report import lines
+
+    stack = Stack(settings())
+    if job is not None and job not in JOB_NAMES:
+        raise ConfigError(f"unknown job {job!r}; choose one of {', '.join(JOB_NAMES)}")
+    names = [job] if job else [n for n in JOB_NAMES if submissions(stack, n)]
+    if not names:
+        raise ConfigError("no job has been submitted here yet: tripstream submit JOB first")
+    verdicts = []
+    for name in names:
+        with err.status(f"verifying {name}..."):
+            verdicts.append(verify_until(stack, name, wait, file))
+        if not as_json:
+            for line in lines(verdicts[-1]):
+                out.print(line, highlight=False)
+    if as_json:
+        print(json.dumps([v.as_dict() for v in verdicts] if job is None else verdicts[0].as_dict(), indent=2))
+    if not all(v.ok for v in verdicts):
+        raise typer.Exit(1)
 
 
 jobs_app = typer.Typer(help="List and stop tripstream's jobs.", invoke_without_command=True)
@@ -492,11 +532,11 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(1)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        # Typer vendors click (no `click` module): its usage errors are TyperExceptions with show().
+    except Exception as exc:  # usage errors arrive here in non-standalone mode
+        # Typer's bundled Click exceptions (typer.TyperException): they know how to show themselves.
         if isinstance(exc, typer.TyperException) and hasattr(exc, "show"):
             exc.show()
-            sys.exit(exc.exit_code)
+            sys.exit(getattr(exc, "exit_code", 2))
         raise
 
 

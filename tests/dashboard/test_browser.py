@@ -109,9 +109,10 @@ def live(stack: Stack) -> Iterator[dict[str, Any]]:
         conn.execute("INSERT INTO trip_anomalies VALUES (%s, 'over 80 mph', %s, 74, 40, 55, 900, 160)",
                      (f"{topic}-anomaly", f"{DAY} 08:13"))
         conn.execute("INSERT INTO pair_sessions VALUES (161, 236, %s, %s, 12)", (f"{DAY} 07:40", f"{DAY} 08:20"))
-        conn.execute("INSERT INTO late_trips (job, event_id, pu_location_id, pickup_at, window_end, watermark_at) "
-                     "VALUES ('dashboard-test', %s, 7, %s, %s, %s)",
-                     (f"{topic}-late", f"{DAY} 08:02", f"{DAY} 08:05", f"{DAY} 08:09"))
+        conn.execute("INSERT INTO late_trips (job, kafka_topic, kafka_partition, kafka_offset, event_id, "
+                     "pu_location_id, pickup_at, window_end, watermark_at) "
+                     "VALUES ('dashboard-test', %s, 0, 0, %s, 7, %s, %s, %s)",
+                     (topic, f"{topic}-late", f"{DAY} 08:02", f"{DAY} 08:05", f"{DAY} 08:09"))
     server = DashboardServer(stack, port=0, refresh_ms=500).start()
     submit(stack, JobOptions(job="tumbling", topic=topic))
     try:

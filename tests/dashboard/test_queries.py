@@ -49,10 +49,11 @@ def _fill(conn: Any) -> None:
     conn.execute("INSERT INTO trip_anomalies VALUES ('e1', 'over 80 mph', '2030-05-01 09:03', 7, 30, 40, 600, 180)")
     conn.execute("INSERT INTO pair_sessions VALUES (161, 236, '2030-05-01 08:00', '2030-05-01 09:20', 14), "
                  "(7, 7, '2030-05-01 09:00', '2030-05-01 09:10', 2), (1, 1, '2030-04-01 00:00', '2030-04-01 05:00', 9)")
-    conn.execute("INSERT INTO late_trips (job, event_id, pu_location_id, pickup_at, window_end, watermark_at) VALUES "
-                 "('tumbling', 'a', 7, '2030-05-01 09:01', '2030-05-01 09:05', '2030-05-01 09:06'), "
-                 "('sliding', 'a', 7, '2030-05-01 09:01', '2030-05-01 09:05', '2030-05-01 09:06'), "
-                 "('tumbling', 'b', 7, '2030-05-01 07:59', '2030-05-01 08:00', '2030-05-01 08:03')")
+    conn.execute("INSERT INTO late_trips (job, kafka_topic, kafka_partition, kafka_offset, event_id, pu_location_id, "
+                 "pickup_at, window_end, watermark_at) VALUES "
+                 "('tumbling', 't', 0, 1, 'a', 7, '2030-05-01 09:01', '2030-05-01 09:05', '2030-05-01 09:06'), "
+                 "('sliding', 't', 0, 1, 'a', 7, '2030-05-01 09:01', '2030-05-01 09:05', '2030-05-01 09:06'), "
+                 "('tumbling', 't', 0, 2, 'b', 7, '2030-05-01 07:59', '2030-05-01 08:00', '2030-05-01 08:03')")
 
 
 def test_panels_show_the_rows_in_the_tables(scratch: Any) -> None:
@@ -86,13 +87,12 @@ def test_panels_show_the_rows_in_the_tables(scratch: Any) -> None:
 
 
 def test_bad_records_are_counted_once_their_table_exists(scratch: Any) -> None:
-    # The columns the bad-record job writes; only received_at and reason matter here.
-    scratch.execute("CREATE TABLE bad_records (job text, topic text, kafka_partition int, kafka_offset bigint, "
-                    "reason text, payload text, received_at timestamp with time zone)")
-    scratch.execute("INSERT INTO bad_records VALUES "
-                    "('passthrough', 't', 0, 1, 'bad json', 'x', '2030-05-01 09:00:10+00'), "
-                    "('passthrough', 't', 0, 2, 'bad json', 'y', '2030-05-01 09:00:50+00'), "
-                    "('passthrough', 't', 1, 5, 'missing field', 'z', '2030-05-01 09:02:00+00')")
+    migrate(scratch)  # the bad_records table as the jobs write it
+    scratch.execute("INSERT INTO bad_records (job, kafka_topic, kafka_partition, kafka_offset, reason, payload, "
+                    "received_at) VALUES "
+                    "('passthrough', 't', 0, 1, 'bad json', 'x', '2030-05-01 09:00:10'), "
+                    "('passthrough', 't', 0, 2, 'bad json', 'y', '2030-05-01 09:00:50'), "
+                    "('passthrough', 't', 1, 5, 'missing field', 'z', '2030-05-01 09:02:00')")
     quality = queries.quality(scratch)
     assert (quality["bad_table"], quality["bad_total"]) == (True, 3)
     assert sorted((q["reason"], q["count"]) for q in quality["bad"]) == [("bad json", 2), ("missing field", 1)]

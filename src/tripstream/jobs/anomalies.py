@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tripstream.jobs.ddl import jdbc_sink, kafka_source
+from tripstream.jobs.ddl import jdbc_sink, trips_source
 from tripstream.jobs.options import JobOptions
 
 COLUMNS = [("event_id", "STRING"), ("rule", "STRING"), ("pickup_at", "TIMESTAMP(3)"), ("pu_location_id", "INT"),
@@ -23,7 +23,7 @@ MAX_MPH = 80
 
 
 def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any]) -> None:
-    t_env.execute_sql(kafka_source("trips_src", opts, conn))
+    trips_source(t_env, statements, opts, conn)
     t_env.execute_sql(jdbc_sink("alerts", "trip_anomalies", COLUMNS, ["event_id"], conn))
     t_env.execute_sql("""
         CREATE TEMPORARY VIEW measured AS

@@ -1,7 +1,8 @@
 """Flink SQL DDL shared by every job: the Kafka trips source and JDBC upsert sinks.
 
-The source declares the event-time attribute and its watermark (bounded out-of-orderness); the
-sinks declare the PostgreSQL table's primary key, which turns Flink's JDBC writes into upserts.
+The source declares the event-time attribute and its watermark (bounded out-of-orderness) and
+splits good trips from bad records; the sinks declare the PostgreSQL table's primary key, which
+turns Flink's JDBC writes into upserts.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tripstream.events.schema import FIELDS, column_types
+from tripstream.events.schema import FIELDS
 from tripstream.jobs.options import JobOptions, startup_options
 
 
@@ -28,19 +29,26 @@ def interval(ms: int) -> str:
     return f"INTERVAL '{ms / 1000:.3f}' SECOND({max(2, len(str(ms // 1000)))}, 3)"
 
 
+PARSE_FUNCTIONS = {"PARSE_TRIP": "tripstream.flink.ParseTrip", "TRIP_TIME": "tripstream.flink.TripTime"}
+KAFKA_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset")
+BAD_COLUMNS = [("job", "STRING"), ("kafka_topic", "STRING"), ("kafka_partition", "INT"), ("kafka_offset", "BIGINT"),
+               ("reason", "STRING"), ("payload", "STRING"), ("received_at", "TIMESTAMP(3)")]
+
+
 def kafka_source(name: str, opts: JobOptions, conn: Mapping[str, Any]) -> str:
-    """CREATE TABLE for the trips topic, with the pickup time as event time."""
-    types = column_types("flink")
-    columns = [f"  `{f}` {types[f]}" for f in FIELDS]
+    """CREATE TABLE for the trips topic: raw payloads, their Kafka coordinates, the event time.
+
+    The value is read as bytes and decoded by ``PARSE_TRIP`` (java/udf), so a bad record is kept
+    with its reason instead of failing the job or vanishing. The rowtime is ``TRIP_TIME``: a good
+    trip's pickup, or 1970-01-01 for a bad record, so a bad record never moves the watermark.
+    """
+    bounds = f"payload, CAST({opts.earliest_ms} AS BIGINT), CAST({opts.max_future_ms} AS BIGINT)"
     options = {
         "connector": "kafka",
         "topic": opts.topic,
         "properties.bootstrap.servers": conn["kafka_bootstrap"],
         "properties.group.id": f"tripstream-{opts.job}",
-        "format": "json",
-        "json.timestamp-format.standard": "SQL",
-        "json.fail-on-missing-field": "false",
-        "json.ignore-parse-errors": "true",
+        "format": "raw",
         # A watermark after every record, not every 200 ms: whether a row is late then depends
         # only on the rows before it in its partition, never on timing, so replays agree.
         "scan.watermark.emit.strategy": "on-event",
@@ -50,8 +58,36 @@ def kafka_source(name: str, opts: JobOptions, conn: Mapping[str, Any]) -> str:
         options["scan.bounded.mode"] = "latest-offset"
     for key, value in conn.get("kafka_client", {}).items():
         options[f"properties.{key}"] = value
-    watermark = f"  WATERMARK FOR pickup_at AS pickup_at - {interval(opts.watermark_ms)}"
-    return f"CREATE TEMPORARY TABLE {name} (\n" + ",\n".join(columns + [watermark]) + f"\n) WITH (\n  {_with(options)}\n)"
+    columns = [
+        "  payload BYTES",
+        "  kafka_topic STRING METADATA FROM 'topic' VIRTUAL",
+        "  kafka_partition INT METADATA FROM 'partition' VIRTUAL",
+        "  kafka_offset BIGINT METADATA FROM 'offset' VIRTUAL",
+        "  kafka_timestamp TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL",
+        f"  pickup_at AS TRIP_TIME({bounds})",
+        f"  parsed AS PARSE_TRIP({bounds})",
+        f"  WATERMARK FOR pickup_at AS pickup_at - {interval(opts.watermark_ms)}",
+    ]
+    return f"CREATE TEMPORARY TABLE {name} (\n" + ",\n".join(columns) + f"\n) WITH (\n  {_with(options)}\n)"
+
+
+def trips_source(t_env: Any, statements: Any, opts: JobOptions, conn: Mapping[str, Any]) -> None:
+    """Register ``trips_src`` (the good trips, typed, with their Kafka coordinates) for a job,
+    and route its bad records to ``bad_records``.
+
+    Every job reads the topic on its own, so every job accounts for its own bad records.
+    """
+    for name, java_class in PARSE_FUNCTIONS.items():
+        t_env.create_java_temporary_system_function(name, java_class)
+    t_env.execute_sql(kafka_source("trips_raw", opts, conn))
+    fields = ", ".join(f"`{f}`" if f == "pickup_at" else f"parsed.{f} AS `{f}`" for f in FIELDS)
+    t_env.execute_sql(f"CREATE TEMPORARY VIEW trips_src AS SELECT {fields}, {', '.join(KAFKA_COLUMNS)} "
+                      f"FROM trips_raw WHERE parsed.reason IS NULL")
+    t_env.execute_sql(jdbc_sink("bad_sink", "bad_records", BAD_COLUMNS,
+                                ["job", "kafka_topic", "kafka_partition", "kafka_offset"], conn))
+    statements.add_insert_sql(
+        f"INSERT INTO bad_sink SELECT '{opts.job}', {', '.join(KAFKA_COLUMNS)}, parsed.reason, parsed.bad_payload, "
+        f"CAST(kafka_timestamp AS TIMESTAMP(3)) FROM trips_raw WHERE parsed.reason IS NOT NULL")
 
 
 def jdbc_sink(name: str, table: str, columns: Sequence[tuple[str, str]], key: Sequence[str],

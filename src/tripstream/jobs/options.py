@@ -16,8 +16,8 @@ from tripstream.errors import ConfigError
 JOB_NAMES: tuple[str, ...] = ("passthrough", "tumbling", "sliding", "session", "surge", "anomalies")
 DEFAULT_WINDOW_MS: dict[str, int] = {"tumbling": 300_000, "sliding": 900_000, "surge": 900_000}
 
-_UNITS_MS = {"ms": 1, "s": 1000, "sec": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h)\s*$")
+_UNITS_MS = {"ms": 1, "s": 1000, "sec": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h|d)\s*$")
 
 
 def parse_duration_ms(value: str, option: str, allow_zero: bool = False) -> int:
@@ -88,6 +88,10 @@ class JobOptions:
     surge_ratio: float = 2.0  # surge: flagged when trips >= ratio x trailing baseline
     surge_min_trips: int = 5  # surge: ... and at least this many trips in the window
     surge_baseline_windows: int = 12  # surge: how many previous windows make the baseline
+    # A pickup outside [earliest_event, now + max_future] is a bad record, not a trip: kept out of
+    # the watermark, so one absurd timestamp cannot make every later event late.
+    earliest_event: str = "2009-01-01 00:00:00"  # the first TLC trip records are from 2009
+    max_future_ms: int = 86_400_000
 
     def __post_init__(self) -> None:
         if self.job not in JOB_NAMES:
@@ -110,8 +114,21 @@ class JobOptions:
             raise ConfigError(f"--allowed-lateness applies to the tumbling and sliding jobs, not {self.job}")
         if self.allowed_lateness_ms and self.mode == "batch":
             raise ConfigError("--allowed-lateness has no meaning in batch mode (nothing is late)")
+        try:
+            self.earliest_ms
+        except ValueError:
+            raise ConfigError(f"--earliest-event must be an ISO wall-clock time, got {self.earliest_event!r}") from None
+        if self.max_future_ms < 0:
+            raise ConfigError(f"--max-future must not be negative, got {self.max_future_ms} ms")
         if self.surge_ratio <= 1 or self.surge_min_trips < 1 or self.surge_baseline_windows < 1:
             raise ConfigError("--surge-ratio must exceed 1, --surge-min-trips and the baseline must be positive")
+
+    @property
+    def earliest_ms(self) -> int:
+        """``earliest_event`` as epoch ms of the wall-clock read as UTC (the events' clock)."""
+        from tripstream.events.schema import wall_clock_ms
+
+        return wall_clock_ms(datetime.fromisoformat(self.earliest_event))
 
     @property
     def pipeline_name(self) -> str:

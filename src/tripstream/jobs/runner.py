@@ -30,6 +30,8 @@ def main(spec_path: str) -> None:
     config.set("table.exec.resource.default-parallelism", str(opts.parallelism))
     # Event times are wall-clock values without a zone; keep every time function zone-free.
     config.set("table.local-time-zone", "UTC")
+    # Our Java functions (PARSE_TRIP, TRIP_TIME) travel with the job, so any cluster can run it.
+    config.set("pipeline.jars", Path(spec["connections"]["functions_jar"]).resolve().as_uri())
     if opts.allowed_lateness_ms:
         # The updating window aggregate's key is the sink's key: no extra materialisation needed.
         config.set("table.exec.sink.upsert-materialize", "NONE")

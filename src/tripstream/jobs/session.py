@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tripstream.jobs.ddl import interval, jdbc_sink, kafka_source
+from tripstream.jobs.ddl import interval, jdbc_sink, trips_source
 from tripstream.jobs.options import JobOptions
-from tripstream.jobs.windows import late_when, register_late_sink, watermark_of
+from tripstream.jobs.windows import late_select, late_when, register_late_sink, watermark_of
 
 COLUMNS = [("pu_location_id", "INT"), ("do_location_id", "INT"), ("session_start", "TIMESTAMP(3)"),
            ("session_end", "TIMESTAMP(3)"), ("trips", "BIGINT")]
@@ -19,7 +19,7 @@ COLUMNS = [("pu_location_id", "INT"), ("do_location_id", "INT"), ("session_start
 
 def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any]) -> None:
     gap = interval(opts.gap_ms)
-    t_env.execute_sql(kafka_source("trips_src", opts, conn))
+    trips_source(t_env, statements, opts, conn)
     t_env.execute_sql(jdbc_sink("sessions", "pair_sessions", COLUMNS,
                                 ["pu_location_id", "do_location_id", "session_start"], conn))
     register_late_sink(t_env, conn)
@@ -33,6 +33,5 @@ def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any]) -
         WHERE do_location_id IS NOT NULL AND NOT {late}
         GROUP BY pu_location_id, do_location_id, window_start, window_end""")
     statements.add_insert_sql(f"""
-        INSERT INTO late_sink
-        SELECT 'session', event_id, pu_location_id, pickup_at, pickup_at + {gap}, {wm}
+        INSERT INTO late_sink {late_select('session', f'pickup_at + {gap}', wm)}
         FROM trips_src WHERE do_location_id IS NOT NULL AND {late}""")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tripstream.jobs.ddl import interval, jdbc_sink, kafka_source
+from tripstream.jobs.ddl import interval, jdbc_sink, trips_source
 from tripstream.jobs.options import JobOptions
 from tripstream.jobs.windows import add_late_insert, add_window_aggregate, register_late_sink, windowed_view
 
@@ -21,7 +21,7 @@ def hop(opts: JobOptions) -> str:
 
 
 def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any]) -> None:
-    t_env.execute_sql(kafka_source("trips_src", opts, conn))
+    trips_source(t_env, statements, opts, conn)
     t_env.execute_sql(jdbc_sink("zone_stats", "sliding_zone_stats", COLUMNS,
                                 ["window_start", "window_end", "pu_location_id"], conn))
     register_late_sink(t_env, conn)

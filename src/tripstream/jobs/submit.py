@@ -49,16 +49,41 @@ def restore_point(stack: Stack, name: str) -> Path:
     for the Flink job ids this job had (kept in ``<state>/jobs/<name>.history``).
     """
     candidates = list((stack.flink.savepoints_dir / name).glob("savepoint-*/_metadata"))
-    try:
-        job_ids = [json.loads(line)["id"] for line in _history(stack, name).read_text().splitlines() if line]
-    except OSError:
-        job_ids = []
-    for jid in job_ids:
+    for jid in (entry["id"] for entry in submissions(stack, name)):
         candidates += (stack.flink.checkpoints_dir / jid).glob("chk-*/_metadata")
     if not candidates:
         raise JobError(f"no savepoint or retained checkpoint of {name!r} to resume from "
                        f"(looked in {stack.flink.savepoints_dir / name} and {stack.flink.checkpoints_dir})")
     return max(candidates, key=lambda p: p.stat().st_mtime).parent
+
+
+def submissions(stack: Stack, name: str) -> list[dict[str, Any]]:
+    """Every submission of the job called ``name`` (oldest first), as written by :func:`submit`."""
+    try:
+        lines = _history(stack, name).read_text().splitlines()
+    except OSError:
+        return []
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _offsets_seen(stack: Stack, opts: JobOptions, restored: bool) -> dict[str, Any]:
+    """The records this run will read: start offsets per partition, and the end when bounded.
+
+    A restored run goes on from its checkpoint, so what the job has seen still starts where the
+    run it was restored from started. ``tripstream verify`` reads the same range back.
+    """
+    from tripstream.kafka.topics import end_offsets, start_offsets
+
+    start: dict[str, int] | None = None
+    if restored:
+        earlier = [s for s in submissions(stack, opts.job) if s.get("topic") == opts.topic and s.get("offsets")]
+        if earlier:
+            start = earlier[-1]["offsets"]["start"]
+    if start is None:
+        start = {str(p): o for p, o in start_offsets(stack.settings.kafka, opts.topic, opts.startup,
+                                                      f"tripstream-{opts.job}").items()}
+    end = {str(p): o for p, o in end_offsets(stack.settings.kafka, opts.topic).items()} if opts.until else None
+    return {"start": start, "end": end}
 
 
 def submit(stack: Stack, opts: JobOptions, timeout: float = 180.0, restore_from: Path | None = None) -> str:
@@ -73,6 +98,9 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 180.0, restore_from:
                        f"stop it first: tripstream jobs stop {opts.job}")
     if topic_partitions(stack.settings.kafka, opts.topic) is None:
         raise JobError(f"topic {opts.topic!r} does not exist: produce events first (tripstream produce)")
+    functions_jar = stack.settings.jars_dir / "functions" / "tripstream-flink-functions.jar"
+    if not functions_jar.is_file():
+        raise JobError(f"{functions_jar} is missing: run make bootstrap (it builds java/udf)")
     with stack.postgres.connect() as conn:
         migrate(conn)
     url, user, password = stack.postgres.jdbc()
@@ -82,6 +110,7 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 180.0, restore_from:
             "kafka_bootstrap": stack.settings.kafka.jobs_bootstrap_servers,
             "kafka_client": dict(stack.settings.kafka.client),
             "jdbc_url": url, "jdbc_user": user, "jdbc_password": password,
+            "functions_jar": str(functions_jar),
         },
     }
     spec_dir = stack.settings.state_dir / "jobs"
@@ -90,12 +119,14 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 180.0, restore_from:
     fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(spec, fh, indent=2)
+    offsets = _offsets_seen(stack, opts, restored=restore_from is not None)
     from tripstream.jobs import runner
 
     job_id = stack.flink.submit_python(Path(runner.__file__), [str(spec_path)], timeout=timeout,
                                        restore_from=restore_from)
     with _history(stack, opts.job).open("a") as fh:
-        fh.write(json.dumps({"id": job_id, "at": time.time(), "spec": str(spec_path),
+        fh.write(json.dumps({"id": job_id, "at": time.time(), "spec": str(spec_path), "topic": opts.topic,
+                             "offsets": offsets,
                              "restored_from": str(restore_from) if restore_from else None}) + "\n")
     stack.flink.wait_job_state(job_id, {"RUNNING", "FINISHED"}, timeout)
     return job_id

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tripstream.jobs.ddl import jdbc_sink, kafka_source
+from tripstream.jobs.ddl import jdbc_sink, trips_source
 from tripstream.jobs.options import JobOptions
 from tripstream.jobs.sliding import hop
 from tripstream.jobs.windows import add_late_insert, late_when, register_late_sink, windowed_view
@@ -20,7 +20,7 @@ COLUMNS = [("window_start", "TIMESTAMP(3)"), ("window_end", "TIMESTAMP(3)"), ("p
 
 
 def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any]) -> None:
-    t_env.execute_sql(kafka_source("trips_src", opts, conn))
+    trips_source(t_env, statements, opts, conn)
     t_env.execute_sql(jdbc_sink("surges", "surge_alerts", COLUMNS, ["window_start", "pu_location_id"], conn))
     register_late_sink(t_env, conn)
     windowed_view(t_env, "windowed", hop(opts), opts)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tripstream.jobs.ddl import interval, jdbc_sink, kafka_source
+from tripstream.jobs.ddl import interval, jdbc_sink, trips_source
 from tripstream.jobs.options import JobOptions
 from tripstream.jobs.windows import add_late_insert, add_window_aggregate, register_late_sink, windowed_view
 
@@ -13,7 +13,7 @@ COLUMNS = [("window_start", "TIMESTAMP(3)"), ("window_end", "TIMESTAMP(3)"), ("p
 
 
 def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any]) -> None:
-    t_env.execute_sql(kafka_source("trips_src", opts, conn))
+    trips_source(t_env, statements, opts, conn)
     t_env.execute_sql(jdbc_sink("zone_stats", "tumbling_zone_stats", COLUMNS, ["window_start", "pu_location_id"], conn))
     register_late_sink(t_env, conn)
     windowed_view(t_env, "windowed", f"TUMBLE(TABLE trips_src, DESCRIPTOR(pickup_at), {interval(opts.window_ms)})", opts)

@@ -18,11 +18,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tripstream.jobs.ddl import interval, jdbc_sink
+from tripstream.jobs.ddl import KAFKA_COLUMNS, interval, jdbc_sink
 from tripstream.jobs.options import JobOptions
 
-LATE_COLUMNS = [("job", "STRING"), ("event_id", "STRING"), ("pu_location_id", "INT"),
-                ("pickup_at", "TIMESTAMP(3)"), ("window_end", "TIMESTAMP(3)"), ("watermark_at", "TIMESTAMP(3)")]
+LATE_COLUMNS = [("job", "STRING"), ("kafka_topic", "STRING"), ("kafka_partition", "INT"), ("kafka_offset", "BIGINT"),
+                ("event_id", "STRING"), ("pu_location_id", "INT"), ("pickup_at", "TIMESTAMP(3)"),
+                ("window_end", "TIMESTAMP(3)"), ("watermark_at", "TIMESTAMP(3)")]
+LATE_KEY = ["job", *KAFKA_COLUMNS]
 
 
 def watermark_of(opts: JobOptions) -> str:
@@ -37,7 +39,12 @@ def late_when(end_expr: str, lateness_ms: int = 0, wm: str = "wm") -> str:
 
 
 def register_late_sink(t_env: Any, conn: dict[str, Any]) -> None:
-    t_env.execute_sql(jdbc_sink("late_sink", "late_trips", LATE_COLUMNS, ["job", "event_id"], conn))
+    t_env.execute_sql(jdbc_sink("late_sink", "late_trips", LATE_COLUMNS, LATE_KEY, conn))
+
+
+def late_select(job: str, end_expr: str, wm: str) -> str:
+    """The SELECT list of a late_trips row (a FROM over trips_src or a window view follows)."""
+    return f"SELECT '{job}', {', '.join(KAFKA_COLUMNS)}, event_id, pu_location_id, pickup_at, {end_expr}, {wm}"
 
 
 def windowed_view(t_env: Any, name: str, tvf: str, opts: JobOptions) -> None:
@@ -48,7 +55,7 @@ def windowed_view(t_env: Any, name: str, tvf: str, opts: JobOptions) -> None:
 def add_late_insert(statements: Any, job: str, view: str, lateness_ms: int = 0) -> None:
     """Route the view's late rows to late_trips."""
     statements.add_insert_sql(
-        f"INSERT INTO late_sink SELECT '{job}', event_id, pu_location_id, pickup_at, window_end, wm "
+        f"INSERT INTO late_sink {late_select(job, 'window_end', 'wm')} "
         f"FROM {view} WHERE {late_when('window_end', lateness_ms)}")
 
 

@@ -106,16 +106,20 @@ def read(settings: KafkaSettings, topic: str, last: int | None = None, follow: b
 
     Without ``follow`` it stops at the high watermarks seen when it began, so it always ends.
     """
-    parts = describe(settings, topic)
+    ranges = {p.partition: (p.low if last is None else max(p.low, p.high - last), p.high)
+              for p in describe(settings, topic)}
+    yield from read_ranges(settings, topic, ranges, follow=follow, idle_timeout=idle_timeout)
+
+
+def read_ranges(settings: KafkaSettings, topic: str, ranges: dict[int, tuple[int, int]], follow: bool = False,
+                idle_timeout: float = 2.0) -> Iterator[Any]:
+    """Yield the messages of each partition from its start offset up to (not including) its end."""
     consumer = _consumer(settings)
     try:
-        assignment = []
-        remaining: dict[int, int] = {}
-        for p in parts:
-            start = p.low if last is None else max(p.low, p.high - last)
-            assignment.append(TopicPartition(topic, p.partition, start))
-            if p.high > start:
-                remaining[p.partition] = p.high
+        assignment = [TopicPartition(topic, pid, start) for pid, (start, _) in sorted(ranges.items())]
+        remaining = {pid: end for pid, (start, end) in ranges.items() if end > start}
+        if not assignment or (not remaining and not follow):
+            return
         consumer.assign(assignment)
         quiet_since = time.monotonic()
         while follow or remaining:
@@ -128,8 +132,54 @@ def read(settings: KafkaSettings, topic: str, last: int | None = None, follow: b
                 raise KafkaError(f"reading {topic!r}: {msg.error().str()}")
             quiet_since = time.monotonic()
             end = remaining.get(msg.partition())
+            if end is None and not follow:
+                continue  # a partition already read to its end
             if end is not None and msg.offset() >= end - 1:
                 del remaining[msg.partition()]
+                if msg.offset() >= end:
+                    continue
             yield msg
     finally:
         consumer.close()
+
+
+def start_offsets(settings: KafkaSettings, topic: str, startup: str, group: str) -> dict[int, int]:
+    """Per partition, the offset a Flink job with ``--startup startup`` begins reading at, now.
+
+    ``latest`` is the end now (the job resolves it a moment later; records produced in between
+    are ambiguous); ``group`` is the group's committed offset, or the earliest when it has none.
+    """
+    from tripstream.jobs.options import startup_options
+
+    parts = describe(settings, topic)
+    options = startup_options(startup)
+    mode = options["scan.startup.mode"]
+    if mode == "latest-offset":
+        return {p.partition: p.high for p in parts}
+    if mode == "timestamp":
+        ms = int(options["scan.startup.timestamp-millis"])
+        consumer = _consumer(settings)
+        try:
+            found = consumer.offsets_for_times([TopicPartition(topic, p.partition, ms) for p in parts], timeout=10)
+        finally:
+            consumer.close()
+        highs = {p.partition: p.high for p in parts}
+        return {tp.partition: tp.offset if tp.offset >= 0 else highs[tp.partition] for tp in found}
+    if mode == "specific-offsets":
+        given = {int(part.split(",")[0].split(":")[1]): int(part.split(",")[1].split(":")[1])
+                 for part in options["scan.startup.specific-offsets"].split(";")}
+        return {p.partition: given.get(p.partition, p.low) for p in parts}
+    if mode == "group-offsets":
+        consumer = _consumer(settings, **{"group.id": group})
+        try:
+            committed = consumer.committed([TopicPartition(topic, p.partition) for p in parts], timeout=10)
+        finally:
+            consumer.close()
+        lows = {p.partition: p.low for p in parts}
+        return {tp.partition: tp.offset if tp.offset >= 0 else lows[tp.partition] for tp in committed}
+    return {p.partition: p.low for p in parts}
+
+
+def end_offsets(settings: KafkaSettings, topic: str) -> dict[int, int]:
+    """Per partition, the offset the next record will get (the high watermark)."""
+    return {p.partition: p.high for p in describe(settings, topic)}

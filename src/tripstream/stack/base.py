@@ -95,6 +95,18 @@ class Service(ABC):
     def running_pids(self) -> list[int]:
         return [pid for p in self.processes() if (pid := p.pid()) is not None]
 
+    def complete(self) -> bool:
+        """Every local process is alive (an external service has none to check)."""
+        return all(p.pid() is not None for p in self.processes())
+
+    def can_start_missing(self) -> bool:
+        """Whether the live processes may stay while the dead ones are started again.
+
+        False by default: a partly dead engine is stopped and started clean. Flink overrides it,
+        so a lost TaskManager comes back without taking the JobManager and its jobs down.
+        """
+        return False
+
     def check_ports(self) -> None:
         require_free_ports(self.name, self.ports())
 

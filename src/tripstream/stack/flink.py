@@ -155,6 +155,11 @@ class FlinkService(Service):
             "rest.bind-address": "127.0.0.1",
             "rest.port": f.port,
             "blob.server.port": "0",
+            # A killed TaskManager is noticed within seconds (failed heartbeat RPCs), not 50 s.
+            "heartbeat.interval": 2000,
+            "heartbeat.timeout": 30000,
+            # The REST API's metrics (watermarks, records in/out) at most 2 s old, not 10 s.
+            "metrics.fetcher.update-interval": 2000,
             "execution.checkpointing.dir": self.checkpoints_dir.as_uri(),
             "execution.checkpointing.savepoint-dir": self.savepoints_dir.as_uri(),
             "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
@@ -235,13 +240,24 @@ class FlinkService(Service):
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         return env
 
+    def can_start_missing(self) -> bool:
+        """A live JobManager that answers keeps its jobs; only a lost TaskManager is started."""
+        return self.process("jobmanager").pid() is not None and self.overview() is not None
+
     def launch(self) -> None:
         home = flink_home()
-        self._write_config(home)
-        self._link_lib(home)
         env = self.env()
-        self.process("jobmanager").spawn([str(home / "bin" / "jobmanager.sh"), "start-foreground"], env=env, cwd=self.dir)
-        self.process("taskmanager").spawn([str(home / "bin" / "taskmanager.sh"), "start-foreground"], env=env, cwd=self.dir)
+        # The state dir on the command line from the first instant (the scripts exec Java a moment
+        # later): it is how a ManagedProcess recognises its own pid. Flink ignores the key.
+        mark = ["-D", f"tripstream.state-dir={self.settings.state_dir}/"]
+        if self.process("jobmanager").pid() is None:
+            self._write_config(home)
+            self._link_lib(home)
+            self.process("jobmanager").spawn([str(home / "bin" / "jobmanager.sh"), "start-foreground", *mark],
+                                             env=env, cwd=self.dir)
+        if self.process("taskmanager").pid() is None:
+            self.process("taskmanager").spawn([str(home / "bin" / "taskmanager.sh"), "start-foreground", *mark],
+                                              env=env, cwd=self.dir)
 
     # -- jobs -----------------------------------------------------------------------------------
     def job_state(self, job_id: str) -> str | None:
@@ -291,11 +307,19 @@ class FlinkService(Service):
         out = result.stdout + result.stderr
         match = re.search(r"JobID\s+([0-9a-f]{32})", out)
         if result.returncode != 0 or not match:
+            log = self.dir / "log" / f"flink-run-{time.strftime('%Y%m%dT%H%M%S')}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(out)
             lines = [line for line in out.splitlines() if line.strip()]
             # The first exception that is not a wrapper says what went wrong (a SQL error, say).
-            wrappers = ("ProgramAbortException", "Python process exits", "InvocationTargetException")
+            wrappers = ("ProgramAbortException", "Python process exits", "InvocationTargetException",
+                        "raise Py4JJavaError", "Py4JJavaError: An error occurred")
             causes = [line for line in lines if ("Exception" in line or "Error" in line) and not line.lstrip().startswith("at ")]
-            cause = next((c for c in causes if not any(w in c for w in wrappers)),
-                         causes[-1] if causes else (lines[-1] if lines else f"exit code {result.returncode}"))
-            raise StackError(f"flink run {script.name} failed after {time.monotonic() - started:.0f} s: {cause.strip()}")
+            specific = [c for c in causes if not any(w in c for w in wrappers)]
+            # The innermost "Caused by" is the root cause; otherwise the first specific exception.
+            rooted = [c.split("Caused by:", 1)[1] for c in specific if c.startswith("Caused by:")]
+            cause = (rooted[-1] if rooted else specific[0] if specific else
+                     causes[-1] if causes else lines[-1] if lines else f"exit code {result.returncode}")
+            raise StackError(f"flink run {script.name} failed after {time.monotonic() - started:.0f} s: "
+                             f"{cause.strip()} (full output: {log})")
         return match.group(1)

@@ -47,8 +47,10 @@ class Stack:
         external one is only checked. On failure every component this call started is stopped.
         """
         wanted = self.services(parse_components(only))
-        to_start = [s for s in wanted if not s.external and not s.healthy()]
+        to_start = [s for s in wanted if not s.external and not (s.healthy() and s.complete())]
         for service in to_start:
+            if service.running_pids() and service.can_start_missing():
+                continue  # launch() starts only the processes that are gone
             if service.running_pids():
                 # Alive but unhealthy (say, still starting from an earlier call): restart it clean.
                 service.stop()

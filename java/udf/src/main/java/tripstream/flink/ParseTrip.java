@@ -1,0 +1,16 @@
+package tripstream.flink;
+
+import org.apache.flink.table.annotation.DataTypeHint;
+import org.apache.flink.table.functions.ScalarFunction;
+import org.apache.flink.types.Row;
+
+/**
+ * {@code PARSE_TRIP(payload, earliest_ms, max_future_ms)}: the trip's typed fields, or (with every
+ * field null) the reason the payload is bad and its text. Bounds are epoch milliseconds of the
+ * wall-clock pickup read as UTC; the future bound is relative to the moment the record is read.
+ */
+public class ParseTrip extends ScalarFunction {
+    public @DataTypeHint(TripPayload.ROW_TYPE) Row eval(byte[] payload, Long earliestMs, Long maxFutureMs) {
+        return TripPayload.of(payload, earliestMs, maxFutureMs).row;
+    }
+}

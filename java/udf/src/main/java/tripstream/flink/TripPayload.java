@@ -1,0 +1,201 @@
+package tripstream.flink;
+
+import java.nio.charset.StandardCharsets;
+import java.time.DateTimeException;
+import java.time.LocalDateTime;
+import java.time.ZoneOffset;
+import java.util.Arrays;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.DeserializationFeature;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
+import org.apache.flink.types.Row;
+
+/**
+ * One Kafka payload, decoded and checked once: the typed trip fields, or the reason it is bad.
+ *
+ * <p>Flink's JSON format either fails the job on a bad record or drops it without a trace; we want
+ * the record kept, with its reason, in bad_records. Parsing in SQL with JSON_VALUE would decode the
+ * document once per field (eight times slower on the bundled month), so the checks live here.
+ *
+ * <p>The rules are mirrored by {@code tripstream.verify.payloads} in Python, which classifies the
+ * same bytes for the batch truth; a change here must be made there too (the tests compare both).
+ * Checks run field by field in schema order and the first problem is the reason.
+ */
+final class TripPayload {
+    static final String[] FIELDS = {
+        "event_id", "taxi_type", "vendor_id", "pickup_at", "dropoff_at", "pu_location_id",
+        "do_location_id", "passenger_count", "trip_distance", "ratecode_id", "store_and_fwd_flag",
+        "payment_type", "trip_type", "fare_amount", "extra", "mta_tax", "tip_amount", "tolls_amount",
+        "improvement_surcharge", "congestion_surcharge", "total_amount"
+    };
+    /** s = text, i = integer, f = number, t = timestamp; upper case = required. */
+    static final String KINDS = "SSiTtIiifisiiffffffff";
+
+    /** The row type of {@link ParseTrip}: the fields, then the reason and the raw text (bad only). */
+    static final String ROW_TYPE =
+        "ROW<event_id STRING, taxi_type STRING, vendor_id INT, pickup_at TIMESTAMP(3), "
+            + "dropoff_at TIMESTAMP(3), pu_location_id INT, do_location_id INT, passenger_count INT, "
+            + "trip_distance DOUBLE, ratecode_id INT, store_and_fwd_flag STRING, payment_type INT, "
+            + "trip_type INT, fare_amount DOUBLE, extra DOUBLE, mta_tax DOUBLE, tip_amount DOUBLE, "
+            + "tolls_amount DOUBLE, improvement_surcharge DOUBLE, congestion_surcharge DOUBLE, "
+            + "total_amount DOUBLE, reason STRING, bad_payload STRING>";
+
+    /** The event time given to a bad record: far behind any watermark, so it never moves one. */
+    static final LocalDateTime NO_TIME = LocalDateTime.of(1970, 1, 1, 0, 0);
+
+    static final int RAW_LIMIT = 4096;
+
+    private static final ObjectMapper MAPPER =
+        new ObjectMapper().enable(DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
+    private static final Pattern TIMESTAMP =
+        Pattern.compile("(\\d{4})-(\\d{2})-(\\d{2})[ T](\\d{2}):(\\d{2}):(\\d{2})(?:\\.(\\d{1,9}))?");
+
+    /** The planner may call both functions, several times, on one record: decode it once. */
+    private static final ThreadLocal<TripPayload> LAST = new ThreadLocal<>();
+
+    private final byte[] payload;
+    private final long earliestMs;
+    private final long maxFutureMs;
+    final Row row;
+    final LocalDateTime eventTime;
+
+    private TripPayload(byte[] payload, long earliestMs, long maxFutureMs) {
+        this.payload = payload;
+        this.earliestMs = earliestMs;
+        this.maxFutureMs = maxFutureMs;
+        Object[] values = new Object[FIELDS.length + 2];
+        String reason = check(payload, values, earliestMs, maxFutureMs);
+        if (reason != null) {
+            Arrays.fill(values, null);
+            values[FIELDS.length] = reason;
+            values[FIELDS.length + 1] = rawText(payload);
+            eventTime = NO_TIME;
+        } else {
+            eventTime = (LocalDateTime) values[3];
+        }
+        row = Row.of(values);
+    }
+
+    static TripPayload of(byte[] payload, long earliestMs, long maxFutureMs) {
+        TripPayload last = LAST.get();
+        if (last != null && last.earliestMs == earliestMs && last.maxFutureMs == maxFutureMs
+                && (last.payload == payload || Arrays.equals(last.payload, payload))) {
+            return last;
+        }
+        TripPayload parsed = new TripPayload(payload, earliestMs, maxFutureMs);
+        LAST.set(parsed);
+        return parsed;
+    }
+
+    /** Fill {@code values} from the payload; return why it is bad, or null when it is a trip. */
+    static String check(byte[] payload, Object[] values, long earliestMs, long maxFutureMs) {
+        if (payload == null || payload.length == 0) {
+            return "empty payload";
+        }
+        JsonNode doc;
+        try {
+            doc = MAPPER.readTree(payload);
+        } catch (Exception e) {
+            return "not JSON";
+        }
+        if (doc == null || !doc.isObject()) {
+            return "not a JSON object";
+        }
+        for (int i = 0; i < FIELDS.length; i++) {
+            String name = FIELDS[i];
+            char kind = KINDS.charAt(i);
+            JsonNode node = doc.get(name);
+            boolean required = Character.isUpperCase(kind);
+            if (node == null || node.isNull() || (required && node.isTextual() && node.textValue().isEmpty())) {
+                if (required) {
+                    return "missing " + name;
+                }
+                continue;
+            }
+            switch (Character.toLowerCase(kind)) {
+                case 's':
+                    if (!node.isTextual()) {
+                        return name + ": expected text";
+                    }
+                    if (node.textValue().indexOf('\u0000') >= 0) {
+                        return name + ": contains NUL";
+                    }
+                    values[i] = node.textValue();
+                    break;
+                case 'i':
+                    Integer whole = toInt(node);
+                    if (whole == null) {
+                        return name + ": expected integer";
+                    }
+                    values[i] = whole;
+                    break;
+                case 'f':
+                    if (!node.isNumber()) {
+                        return name + ": expected number";
+                    }
+                    double number = node.doubleValue();
+                    if (!Double.isFinite(number)) {
+                        return name + ": not finite";
+                    }
+                    values[i] = number;
+                    break;
+                default:
+                    LocalDateTime time = node.isTextual() ? toTimestamp(node.textValue()) : null;
+                    if (time == null) {
+                        return name + ": expected timestamp YYYY-MM-DD HH:MM:SS";
+                    }
+                    values[i] = time;
+            }
+        }
+        long pickupMs = ((LocalDateTime) values[3]).toInstant(ZoneOffset.UTC).toEpochMilli();
+        if (pickupMs < earliestMs) {
+            return "pickup_at: too far in the past";
+        }
+        if (pickupMs > System.currentTimeMillis() + maxFutureMs) {
+            return "pickup_at: too far in the future";
+        }
+        return null;
+    }
+
+    private static Integer toInt(JsonNode node) {
+        if (node.isIntegralNumber()) {
+            return node.canConvertToInt() ? node.intValue() : null;
+        }
+        if (node.isFloatingPointNumber()) {
+            double d = node.doubleValue();
+            if (Double.isFinite(d) && d == Math.floor(d) && d >= Integer.MIN_VALUE && d <= Integer.MAX_VALUE) {
+                return (int) d;
+            }
+        }
+        return null;
+    }
+
+    /** Wall-clock 'YYYY-MM-DD HH:MM:SS[.fff]' (or with a T), cut to milliseconds like TIMESTAMP(3). */
+    static LocalDateTime toTimestamp(String text) {
+        Matcher m = TIMESTAMP.matcher(text);
+        if (!m.matches()) {
+            return null;
+        }
+        String fraction = m.group(7) == null ? "" : m.group(7);
+        int millis = fraction.isEmpty() ? 0 : Integer.parseInt((fraction + "00").substring(0, 3));
+        try {
+            return LocalDateTime.of(Integer.parseInt(m.group(1)), Integer.parseInt(m.group(2)),
+                Integer.parseInt(m.group(3)), Integer.parseInt(m.group(4)), Integer.parseInt(m.group(5)),
+                Integer.parseInt(m.group(6)), millis * 1_000_000);
+        } catch (DateTimeException e) {
+            return null;
+        }
+    }
+
+    /** The payload as text PostgreSQL can store: UTF-8 with replacements, no NUL, bounded length. */
+    static String rawText(byte[] payload) {
+        if (payload == null) {
+            return null;
+        }
+        String text = new String(payload, StandardCharsets.UTF_8).replace('\u0000', '\uFFFD');
+        return text.length() > RAW_LIMIT ? text.substring(0, RAW_LIMIT) : text;
+    }
+}

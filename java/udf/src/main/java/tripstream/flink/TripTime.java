@@ -1,0 +1,18 @@
+package tripstream.flink;
+
+import java.time.LocalDateTime;
+
+import org.apache.flink.table.annotation.DataTypeHint;
+import org.apache.flink.table.functions.ScalarFunction;
+
+/**
+ * {@code TRIP_TIME(payload, earliest_ms, max_future_ms)}: the event time for the source's watermark.
+ *
+ * <p>A good trip's pickup time; for a bad record 1970-01-01, never null (a null rowtime fails the
+ * job) and never ahead of anything, so an absurd timestamp cannot drag the watermark forward.
+ */
+public class TripTime extends ScalarFunction {
+    public @DataTypeHint("TIMESTAMP(3)") LocalDateTime eval(byte[] payload, Long earliestMs, Long maxFutureMs) {
+        return TripPayload.of(payload, earliestMs, maxFutureMs).eventTime;
+    }
+}

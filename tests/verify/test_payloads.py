@@ -1,0 +1,36 @@
+"""verify's own reading of payloads (pure logic): the reasons, and what a good trip becomes."""
+
+from __future__ import annotations
+
+import pytest
+
+from tripstream.events.schema import FIELDS, event_time_ms
+from tripstream.jobs.options import JobOptions
+from tripstream.verify.payloads import check
+
+from tests.verify.cases import bad_cases, encoded, trip
+
+OPTS = JobOptions(job="tumbling")
+
+
+@pytest.mark.parametrize(("payload", "reason"), bad_cases("unit"))
+def test_every_bad_payload_gets_its_reason(payload: bytes | None, reason: str) -> None:
+    assert check(payload, OPTS.earliest_ms, OPTS.max_future_ms).reason == reason
+
+
+def test_a_good_trip_is_typed_with_times_in_milliseconds() -> None:
+    data = trip("good-1", "2021-03-01 08:03:00.250", trip_distance=2, passenger_count=1.0)
+    verdict = check(encoded(data), OPTS.earliest_ms, OPTS.max_future_ms)
+    assert verdict.reason is None
+    values = dict(zip(FIELDS, verdict.values))
+    assert values["pickup_at"] == event_time_ms("2021-03-01 08:03:00") + 250
+    assert values["trip_distance"] == 2.0 and isinstance(values["trip_distance"], float)
+    assert values["passenger_count"] == 1 and isinstance(values["passenger_count"], int)
+    assert values["dropoff_at"] is None
+
+
+def test_unknown_fields_are_allowed_and_the_future_bound_is_relative_to_now() -> None:
+    data = trip("good-2", "2030-01-01 00:00:00", surge_hint="high")
+    now = event_time_ms("2029-12-31 12:00:00")
+    assert check(encoded(data), OPTS.earliest_ms, OPTS.max_future_ms, now_ms=now).reason is None
+    assert check(encoded(data), OPTS.earliest_ms, 3_600_000, now_ms=now).reason == "pickup_at: too far in the future"
