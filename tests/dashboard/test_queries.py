@@ -83,7 +83,7 @@ def test_panels_show_the_rows_in_the_tables(scratch: Any) -> None:
     assert quality["late_total"] == 3
     assert [(q["bucket"], q["job"], q["count"]) for q in quality["late"]] == \
         [("2030-05-01 07:00:00", "tumbling", 1), ("2030-05-01 09:00:00", "sliding", 1), ("2030-05-01 09:00:00", "tumbling", 1)]
-    assert (quality["bad_table"], quality["bad_total"]) == (False, 0)
+    assert (quality["bad_table"], quality["bad_total"], quality["bad"]) == (True, 0, [])  # created, still empty
 
 
 def test_bad_records_are_counted_once_their_table_exists(scratch: Any) -> None:
