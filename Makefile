@@ -29,8 +29,9 @@ demo: bootstrap  ## Start the stack and run the pipeline on the bundled sample
 test: bootstrap  ## Run the test suite against a stack of its own (other ports)
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: up  ## Producer benchmark: tripstream vs kafka-python vs Kafka's Java tool
+bench: up  ## Benchmarks: producer (vs kafka-python, Kafka's Java tool); recovery after a TaskManager kill
 	@$(PY) bench/producer_bench.py
+	@$(PY) bench/recovery_bench.py
 
 clean:  ## Stop everything, delete the state dirs, the jars and the venv
 	@if [ -x $(TS) ]; then $(TS) down --purge; $(TS) --state-dir .tripstream-test down --purge; fi

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -78,12 +79,25 @@ def _proven(stack: Stack, sent: int) -> None:
     assert verdict.rows.equal >= 4 and verdict.accounting.counted > 0
 
 
+def _through(stack: Stack, name: str, seed: int, fault: Callable[[str, str], None], speed: float = SPEED,
+             **extra: Any) -> str:
+    """Run the tumbling job over a flowing stream, call ``fault(job_id, topic)`` mid-window, let
+    the stream finish, send a second burst, and prove the table. Returns the topic."""
+    topic = fresh_topic(stack, name)
+    jid = _started(stack, topic, **extra)
+    with Flow(stack, topic, synthetic(seed, EVENTS), speed) as flow:
+        _mid_window(stack, jid)
+        fault(jid, topic)
+        sent = flow.finish().delivered
+    sent += _then_more(stack, topic, seed)
+    _proven(stack, sent)
+    return topic
+
+
 def test_taskmanager_killed_mid_window_restores_from_the_last_checkpoint(clean: Stack) -> None:
     stack = clean
-    topic = fresh_topic(stack, "tm-kill")
-    jid = _started(stack, topic)
-    with Flow(stack, topic, synthetic(21, EVENTS), SPEED) as flow:
-        _mid_window(stack, jid)
+
+    def kill_taskmanager(jid: str, topic: str) -> None:  # noqa: ARG001
         tm = stack.flink.process("taskmanager").pid()
         assert tm is not None
         os.kill(tm, signal.SIGKILL)
@@ -91,67 +105,53 @@ def test_taskmanager_killed_mid_window_restores_from_the_last_checkpoint(clean: 
         wait_until(lambda: (_checkpoints(stack, jid).get("latest") or {}).get("restored") is not None
                    and stack.flink.job_state(jid) == "RUNNING", 180,
                    "the job to restart from its last checkpoint on the new TaskManager")
-        sent = flow.finish().delivered
-    sent += _then_more(stack, topic, 21)
-    _proven(stack, sent)
+
+    _through(stack, "tm-kill", 21, kill_taskmanager)
 
 
 def test_flink_cluster_stopped_and_restarted_then_resumed(clean: Stack) -> None:
     stack = clean
-    topic = fresh_topic(stack, "flink-restart")
-    jid = _started(stack, topic)
-    with Flow(stack, topic, synthetic(22, EVENTS), SPEED) as flow:
-        _mid_window(stack, jid)
+
+    def restart_flink(jid: str, topic: str) -> None:  # noqa: ARG001
         stack.down("flink")
         stack.up("flink")
-        _started_again = submit(stack, _options(topic), restore_from=restore_point(stack, "tumbling"))
-        _running(stack, _started_again)
-        sent = flow.finish().delivered
-    sent += _then_more(stack, topic, 22)
-    _proven(stack, sent)
+        _running(stack, submit(stack, _options(topic), restore_from=restore_point(stack, "tumbling")))
+
+    _through(stack, "flink-restart", 22, restart_flink)
 
 
 def test_kafka_broker_restarted_while_producing_and_consuming(clean: Stack) -> None:
     stack = clean
-    topic = fresh_topic(stack, "kafka-restart")
-    jid = _started(stack, topic)
-    with Flow(stack, topic, synthetic(23, EVENTS), SPEED / 2) as flow:
-        _mid_window(stack, jid)
+
+    def restart_kafka(jid: str, topic: str) -> None:  # noqa: ARG001
         stack.down("kafka")
         stack.up("kafka")
-        sent = flow.finish().delivered
-    assert stack.flink.job_state(jid) == "RUNNING"
-    sent += _then_more(stack, topic, 23)
-    _proven(stack, sent)
+        assert stack.flink.job_state(jid) == "RUNNING"
+
+    _through(stack, "kafka-restart", 23, restart_kafka, speed=SPEED / 2)
 
 
 def test_postgres_restarted_while_the_sink_writes(clean: Stack) -> None:
     stack = clean
-    topic = fresh_topic(stack, "pg-restart")
-    jid = _started(stack, topic)
-    with Flow(stack, topic, synthetic(24, EVENTS), SPEED / 2) as flow:
-        _mid_window(stack, jid)
+
+    def restart_postgres(jid: str, topic: str) -> None:  # noqa: ARG001
         stack.down("postgres")
         stack.up("postgres")
-        sent = flow.finish().delivered
-    sent += _then_more(stack, topic, 24)
-    _proven(stack, sent)
+
+    _through(stack, "pg-restart", 24, restart_postgres, speed=SPEED / 2)
 
 
 def test_savepoint_then_resume_with_another_parallelism(clean: Stack) -> None:
     stack = clean
-    topic = fresh_topic(stack, "rescale")
-    jid = _started(stack, topic)
-    with Flow(stack, topic, synthetic(25, EVENTS), SPEED) as flow:
-        _mid_window(stack, jid)
-        savepoint = stop(stack, "tumbling", savepoint=True)
-        assert savepoint is not None
-        resumed = submit(stack, _options(topic, parallelism=2), restore_from=restore_point(stack, "tumbling"))
-        _running(stack, resumed)
-        sent = flow.finish().delivered
-    sent += _then_more(stack, topic, 25)
-    _proven(stack, sent)
-    detail = rest_get(stack.flink.rest_url, f"/jobs/{resumed}")
+    resumed: list[str] = []
+
+    def rescale(jid: str, topic: str) -> None:  # noqa: ARG001
+        assert stop(stack, "tumbling", savepoint=True) is not None
+        resumed.append(submit(stack, _options(topic, parallelism=2), restore_from=restore_point(stack, "tumbling")))
+        _running(stack, resumed[0])
+
+    _through(stack, "rescale", 25, rescale)
+    detail = rest_get(stack.flink.rest_url, f"/jobs/{resumed[0]}")
     assert max(v["parallelism"] for v in detail["vertices"]) == 2
 
 

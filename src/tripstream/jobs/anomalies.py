@@ -20,6 +20,20 @@ COLUMNS = [("event_id", "STRING"), ("rule", "STRING"), ("pickup_at", "TIMESTAMP(
            ("trip_distance", "DOUBLE"), ("fare_amount", "DOUBLE"), ("duration_s", "BIGINT"), ("speed_mph", "DOUBLE")]
 
 MAX_MPH = 80
+# (rule, condition) in priority order, in SQL that Flink and DuckDB (the batch truth) both read.
+RULES: tuple[tuple[str, str], ...] = (
+    ("negative_fare", "fare_amount < 0"),
+    ("distance_without_time", "trip_distance > 0 AND duration_s <= 0"),
+    ("impossible_speed", f"speed_mph > {MAX_MPH}"),
+    ("fare_without_distance", "trip_distance = 0 AND fare_amount > 20"),
+    ("fare_too_high", "fare_amount > 20 + 25 * trip_distance"),
+    ("fare_too_low", "trip_distance > 5 AND fare_amount < trip_distance"),
+)
+
+
+def rule_case() -> str:
+    """``CASE WHEN ... THEN 'rule' ... END``: the first rule a trip breaks, or NULL."""
+    return "CASE " + " ".join(f"WHEN {cond} THEN '{name}'" for name, cond in RULES) + " END"
 
 
 def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any]) -> None:
@@ -34,14 +48,7 @@ def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any]) -
         INSERT INTO alerts
         SELECT event_id, rule, pickup_at, pu_location_id, trip_distance, fare_amount, duration_s, speed_mph
         FROM (
-          SELECT *, CASE
-              WHEN fare_amount < 0 THEN 'negative_fare'
-              WHEN trip_distance > 0 AND duration_s <= 0 THEN 'distance_without_time'
-              WHEN speed_mph > {MAX_MPH} THEN 'impossible_speed'
-              WHEN trip_distance = 0 AND fare_amount > 20 THEN 'fare_without_distance'
-              WHEN fare_amount > 20 + 25 * trip_distance THEN 'fare_too_high'
-              WHEN trip_distance > 5 AND fare_amount < trip_distance THEN 'fare_too_low'
-            END AS rule
+          SELECT *, {rule_case()} AS rule
           FROM (SELECT *, CASE WHEN duration_s > 0 THEN trip_distance * 3600.0 / duration_s END AS speed_mph
                 FROM measured))
         WHERE rule IS NOT NULL""")

@@ -47,6 +47,11 @@ def summarize(stack: Stack, top: int = 5) -> Iterator[str]:
             yield f"Late events reported by {job}: {n:,}"
         if not one("SELECT 1 FROM late_trips LIMIT 1"):
             yield "Late events (late_trips): none"
+        bad = one("SELECT job, count(*) FROM bad_records GROUP BY 1 ORDER BY 1")
+        for job, n in bad:
+            yield f"Bad records set aside by {job}: {n:,} (bad_records)"
+        if not bad:
+            yield "Bad records (bad_records): none"
         surges = one("SELECT count(*), max(ratio) FROM surge_alerts")
         if surges and surges[0][0]:
             yield f"Surge alerts: {surges[0][0]:,} (highest {surges[0][1]:.1f}x the zone's baseline)"

@@ -20,6 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from tripstream.events.schema import FIELDS
+from tripstream.jobs.anomalies import rule_case
 from tripstream.jobs.options import JobOptions
 
 # Columns of the events relation: the Kafka coordinates, then every trip field.
@@ -205,9 +206,6 @@ def _surge(con: duckdb.DuckDBPyConnection, opts: JobOptions, watermark_ms: float
     return Truth(rows, ends, counted, pending, 0, 0)
 
 
-MAX_MPH = 80
-
-
 def _anomalies(con: duckdb.DuckDBPyConnection, opts: JobOptions, watermark_ms: float) -> Truth:  # noqa: ARG001
     rows = con.execute(f"""
         WITH m AS (
@@ -215,14 +213,7 @@ def _anomalies(con: duckdb.DuckDBPyConnection, opts: JobOptions, watermark_ms: f
                    trunc((dropoff_at - pickup_at) / 1000)::BIGINT AS duration_s
             FROM ev WHERE dropoff_at IS NOT NULL),
         s AS (SELECT *, CASE WHEN duration_s > 0 THEN trip_distance * 3600.0 / duration_s END AS speed_mph FROM m),
-        r AS (SELECT *, CASE
-                WHEN fare_amount < 0 THEN 'negative_fare'
-                WHEN trip_distance > 0 AND duration_s <= 0 THEN 'distance_without_time'
-                WHEN speed_mph > {MAX_MPH} THEN 'impossible_speed'
-                WHEN trip_distance = 0 AND fare_amount > 20 THEN 'fare_without_distance'
-                WHEN fare_amount > 20 + 25 * trip_distance THEN 'fare_too_high'
-                WHEN trip_distance > 5 AND fare_amount < trip_distance THEN 'fare_too_low'
-              END AS rule FROM s)
+        r AS (SELECT *, {rule_case()} AS rule FROM s)
         SELECT event_id, rule, pickup_at, pu_location_id, trip_distance, fare_amount, duration_s, speed_mph
         FROM r WHERE rule IS NOT NULL ORDER BY 1""").fetchall()
     evaluated, skipped = con.execute(

@@ -1,0 +1,121 @@
+"""Recovery after a TaskManager is killed, and what checkpoints cost, on the running stack.
+
+The tumbling job runs unbounded with the product's settings (exactly-once checkpoints every
+10 s) while synthetic trips flow in at a steady rate. Mid-stream the TaskManager gets SIGKILL and
+is started again at once (what a supervisor does). Measured from the kill:
+
+- ``running``: the job is RUNNING again, restored from its last completed checkpoint;
+- ``caught up``: the newest window in PostgreSQL is again the newest one the watermark of the
+  events produced so far can close (the output is as fresh as before the kill).
+
+Then the stream ends, and `tripstream verify` must pass: the recovery lost and doubled nothing.
+Checkpoint figures (end-to-end duration, checkpointed size) come from Flink's REST API.
+
+Run with the stack up:  .venv/bin/python bench/recovery_bench.py [--rate 1000] [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from tripstream.config import load_settings
+from tripstream.events.producer import TripProducer, synthetic_items
+from tripstream.events.schema import wall_clock_ms
+from tripstream.events.synthetic import SyntheticStream
+from tripstream.jobs.options import JobOptions
+from tripstream.jobs.submit import stop, submit
+from tripstream.kafka.topics import ensure_topic
+from tripstream.stack import Stack
+from tripstream.stack.flink import rest_get
+from tripstream.stack.process import wait_until
+from tripstream.verify.compare import verify_until
+
+START = datetime(2021, 3, 1, 8, 0)
+EVENT_RATE = 2.0  # trips per second of event time (the synthetic default shape)
+
+
+def _checkpoints(stack: Stack, jid: str) -> dict[str, Any]:
+    return rest_get(stack.flink.rest_url, f"/jobs/{jid}/checkpoints")
+
+
+def _newest_window_end_ms(stack: Stack) -> int:
+    with stack.postgres.connect() as conn:
+        value = conn.execute("SELECT max(window_end) FROM tumbling_zone_stats").fetchone()[0]
+    return wall_clock_ms(value) if value else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=1000.0, help="events per second produced")
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long the stream flows")
+    parser.add_argument("--kill-after", type=float, default=25.0, help="seconds into the stream")
+    args = parser.parse_args()
+    stack = Stack(load_settings())
+    topic = f"bench-recovery-{uuid.uuid4().hex[:8]}"
+    ensure_topic(stack.settings.kafka, topic, partitions=4)
+    with stack.postgres.connect() as conn:
+        conn.execute("TRUNCATE tumbling_zone_stats, late_trips, bad_records")
+    opts = JobOptions(job="tumbling", topic=topic)
+    jid = submit(stack, opts)
+    stack.flink.wait_job_state(jid, {"RUNNING"}, 120)
+
+    speed = args.rate / EVENT_RATE  # event seconds per wall second
+    events = int(args.rate * args.seconds)
+    producer = TripProducer(stack.settings.kafka, topic)
+    started = time.monotonic()
+    result: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: result.update(report=producer.send(
+        synthetic_items(SyntheticStream(7, START, rate=EVENT_RATE, limit=events)), speed=speed)))
+    thread.start()
+
+    def produced_until_ms() -> int:  # event time the paced producer has reached
+        return wall_clock_ms(START + timedelta(seconds=(time.monotonic() - started) * speed))
+
+    wait_until(lambda: time.monotonic() - started >= args.kill_after, args.kill_after + 5, "the kill moment")
+    before = _checkpoints(stack, jid)
+    tm = stack.flink.process("taskmanager").pid()
+    os.kill(tm, signal.SIGKILL)
+    killed = time.monotonic()
+    expected_end = produced_until_ms()  # windows the output had reached, give or take one
+    stack.up("flink")
+    wait_until(lambda: (_checkpoints(stack, jid).get("latest") or {}).get("restored") is not None
+               and stack.flink.job_state(jid) == "RUNNING", 300, "the job running again from its checkpoint")
+    running = time.monotonic() - killed
+
+    def caught_up() -> bool:
+        window = opts.window_ms
+        closable = (produced_until_ms() - opts.watermark_ms) // window * window
+        return _newest_window_end_ms(stack) >= min(closable, max(expected_end // window * window, closable - window))
+
+    wait_until(caught_up, 300, "the output to catch up with the stream")
+    caught = time.monotonic() - killed
+    thread.join()
+    report = result["report"]
+    verdict = verify_until(stack, "tumbling", 180)
+    summary = _checkpoints(stack, jid).get("summary", {})
+    stop(stack, "tumbling")
+    latest = (before.get("latest") or {}).get("completed") or {}
+    figures = {
+        "events": report.delivered, "rate_per_s": round(report.rate()),
+        "killed_at_s": args.kill_after, "running_again_s": round(running, 1), "caught_up_s": round(caught, 1),
+        "checkpoint_interval_s": opts.checkpoint_interval_ms / 1000,
+        "checkpoint_duration_ms": summary.get("end_to_end_duration"),
+        "checkpoint_size_bytes": summary.get("checkpointed_size", summary.get("state_size")),
+        "last_checkpoint_before_kill": {"id": latest.get("id"), "duration_ms": latest.get("end_to_end_duration"),
+                                        "size_bytes": latest.get("checkpointed_size")},
+        "verify": "PASS" if verdict.ok and verdict.caught_up else "FAIL",
+        "machine": {"cores": os.cpu_count()},
+    }
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
