@@ -2,7 +2,8 @@
 # Install everything tripstream needs on a fresh machine; cheap when it is all in place.
 #  - a Python 3.11 virtualenv in .venv with the package, PyFlink and the test tools;
 #  - the Kafka broker and the Flink connector jars, fetched by Maven from java/*/pom.xml;
-#  - PostgreSQL's server from Debian's packages, when no initdb is found.
+#  - PostgreSQL's server from Debian's packages, when no initdb is found;
+#  - Chromium and chromium-driver from Debian's packages (the dashboard's browser test).
 # Each step is skipped when a stamp says its inputs have not changed since it last succeeded.
 set -euo pipefail
 
@@ -36,6 +37,19 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
   say "installing PostgreSQL from Debian's packages"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+fi
+
+# --- Chromium and its WebDriver, for the dashboard's browser test ---------------------------
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  command -v apt-get >/dev/null 2>&1 || die "Chromium not found and no apt-get: install chromium and chromium-driver (the browser test drives them)"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || die "Chromium not found: run 'sudo apt-get install chromium chromium-driver' (needs root)"
+    SUDO=sudo
+  fi
+  say "installing Chromium and chromium-driver from Debian's packages"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
 # --- Python virtualenv ----------------------------------------------------------------------

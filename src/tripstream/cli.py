@@ -466,6 +466,54 @@ def jobs_stop(
     err.print(f"stopped {name}" + (f"; savepoint at {location}" if location else ""))
 
 
+@app.command()
+def health(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    job: Annotated[list[str], typer.Option("--job", help="Check only this job (repeatable); it must be running.")] = [],  # noqa: B006
+    checkpoint_age: Annotated[float, typer.Option(min=0, help="Unhealthy when the last checkpoint is older than this many checkpoint intervals.")] = 3.0,
+    max_failed_checkpoints: Annotated[Optional[int], typer.Option(min=0, help="Failed checkpoints a job may have had in all (default: only new failures count).")] = None,
+    max_restarts: Annotated[int, typer.Option(min=0, help="Restarts a job may have had.")] = 0,
+    sample_interval: Annotated[float, typer.Option(min=0, help="Seconds between the two samples (lag growth, watermark progress).")] = 5.0,
+) -> None:
+    """Check the running jobs against thresholds: exit 0 healthy, 1 unhealthy (reasons listed), 2 bad usage."""
+    from tripstream.health import Thresholds, check_health
+    from tripstream.stack import Stack
+
+    thresholds = Thresholds(checkpoint_age_factor=checkpoint_age, max_failed_checkpoints=max_failed_checkpoints,
+                            max_restarts=max_restarts, sample_interval_s=sample_interval, jobs=tuple(job))
+    try:
+        report = check_health(Stack(settings()), thresholds)
+    except TripstreamError as exc:
+        if as_json and exc.exit_code != 2:
+            print(json.dumps({"healthy": False, "reasons": [str(exc).splitlines()[0]], "error": str(exc)}, indent=2))
+        raise
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        for f in report.findings:
+            mark = "[green]ok[/]  " if f.ok else "[bold red]FAIL[/]"
+            out.print(f"{mark} {f.subject}: {f.check}: {f.detail}", highlight=False)
+        out.print("[green]healthy[/]" if report.healthy else f"[bold red]unhealthy[/]: {len(report.reasons)} problem(s)")
+    if not report.healthy:
+        raise typer.Exit(1)
+
+
+@app.command()
+def dashboard(
+    port: Annotated[Optional[int], typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (default 8765, TRIPSTREAM_DASHBOARD_PORT).")] = None,
+    refresh: Annotated[Optional[float], typer.Option(min=0.2, help="Seconds between the page's updates (default 2).")] = None,
+) -> None:
+    """Serve the live results dashboard on 127.0.0.1: PostgreSQL's results, Flink's jobs, Kafka's lag."""
+    from tripstream.dashboard.server import DashboardServer
+    from tripstream.stack import Stack
+
+    cfg = settings().dashboard
+    server = DashboardServer(Stack(settings()), cfg.port if port is None else port,
+                             cfg.refresh_ms if refresh is None else int(refresh * 1000))
+    err.print(f"dashboard at {server.url} (Ctrl-C stops it)", highlight=False)
+    server.serve_forever()
+
+
 def main() -> None:
     """Entry point: one clear line and a non-zero exit for every expected error."""
     try:

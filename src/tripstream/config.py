@@ -68,6 +68,14 @@ class FlinkSettings:
     taskmanager_memory: str = "1728m"
     # An existing cluster's REST address (http://host:port); empty means "run our own".
     rest: str = ""
+    # Flink's Prometheus reporter (local cluster): the JobManager serves /metrics on this port,
+    # the TaskManager on the next one. Flink binds it on every interface; "off" disables it.
+    prometheus_port: int = 9249
+    prometheus_reporter: str = "on"
+
+    @property
+    def prometheus_enabled(self) -> bool:
+        return self.prometheus_reporter.strip().lower() not in ("off", "false", "no", "0")
 
     @property
     def external(self) -> bool:
@@ -96,6 +104,15 @@ class PostgresSettings:
 
 
 @dataclass(frozen=True)
+class DashboardSettings:
+    """`tripstream dashboard`: the web page's port (always on 127.0.0.1) and refresh pace."""
+
+    port: int = 8765
+    # How often the page asks for new data, in milliseconds.
+    refresh_ms: int = 2000
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything tripstream needs to know, in one place."""
 
@@ -103,6 +120,7 @@ class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     flink: FlinkSettings = field(default_factory=FlinkSettings)
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     # Where `make bootstrap` put the Maven-fetched jars (not in the state dir: `down --purge`
     # must not force a re-download).
     jars_dir: Path = field(default_factory=lambda: default_jars_dir())
@@ -119,7 +137,8 @@ def default_jars_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "build" / "jars"
 
 
-_SECTIONS = {"kafka": KafkaSettings, "flink": FlinkSettings, "postgres": PostgresSettings}
+_SECTIONS = {"kafka": KafkaSettings, "flink": FlinkSettings, "postgres": PostgresSettings,
+             "dashboard": DashboardSettings}
 
 
 def _coerce(cls: type, name: str, raw: Any, origin: str) -> Any:
@@ -231,6 +250,7 @@ def load_settings(
         kafka=KafkaSettings(**sections["kafka"]),
         flink=FlinkSettings(**sections["flink"]),
         postgres=PostgresSettings(**sections["postgres"]),
+        dashboard=DashboardSettings(**sections["dashboard"]),
     )
     return replace(
         settings,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -131,21 +132,31 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 180.0, restore_from:
     return job_id
 
 
-def _watermark(stack: Stack, jid: str, vertices: list[dict[str, Any]]) -> str | None:
-    """The lowest input watermark of the job's last vertex, as wall-clock time."""
-    from tripstream.events.schema import format_epoch_seconds
-
+def _watermark_ms(stack: Stack, jid: str, vertices: list[dict[str, Any]]) -> int | None:
+    """The lowest input watermark of the job's last vertex, in epoch ms (wall clock read as UTC)."""
     try:
         marks = rest_get(stack.flink.rest_url, f"/jobs/{jid}/vertices/{vertices[-1]['id']}/watermarks")
     except (OSError, ValueError, urllib.error.URLError, IndexError, KeyError):
         return None
     values = [int(m["value"]) for m in marks if m.get("id", "").endswith("currentInputWatermark")]
     values = [v for v in values if v > 0]
-    return format_epoch_seconds(min(values) // 1000) if values else None
+    return min(values) if values else None
 
 
-def describe_jobs(stack: Stack) -> list[dict[str, Any]]:
-    """Name, state, uptime, last checkpoint and record counts of tripstream's jobs."""
+def _watermark(stack: Stack, jid: str, vertices: list[dict[str, Any]]) -> str | None:
+    """The lowest input watermark of the job's last vertex, as wall-clock time."""
+    from tripstream.events.schema import format_epoch_seconds
+
+    value = _watermark_ms(stack, jid, vertices)
+    return format_epoch_seconds(value // 1000) if value is not None else None
+
+
+def describe_jobs(stack: Stack, metrics: bool = False) -> list[dict[str, Any]]:
+    """Name, state, uptime, last checkpoint and record counts of tripstream's jobs.
+
+    ``metrics`` adds what health checks and the dashboard need (see :func:`_job_metrics`); it
+    costs a few more REST calls per active job, so `tripstream jobs` leaves it off.
+    """
     rows = []
     for job in flink_jobs(stack):
         if not job["name"].startswith("tripstream-"):
@@ -155,8 +166,11 @@ def describe_jobs(stack: Stack) -> list[dict[str, Any]]:
         try:
             detail = rest_get(stack.flink.rest_url, f"/jobs/{job['jid']}")
             vertices = detail.get("vertices", [])
+            if metrics and job["state"] in ACTIVE:
+                row.update(_job_metrics(stack, detail))
             if vertices:
-                row["watermark"] = _watermark(stack, job["jid"], vertices)
+                row["watermark_ms"] = _watermark_ms(stack, job["jid"], vertices)
+                row["watermark"] = _watermark(stack, job["jid"], vertices) if row["watermark_ms"] else None
                 # Read from Kafka by the source vertex; records reaching the last (sink) vertex.
                 row["records_in"] = vertices[0].get("metrics", {}).get("read-records")
                 if len(vertices) > 1:
@@ -166,10 +180,88 @@ def describe_jobs(stack: Stack) -> list[dict[str, Any]]:
             if last:
                 row["last_checkpoint"] = {"id": last.get("id"), "at_ms": last.get("latest_ack_timestamp"),
                                           "size_bytes": last.get("checkpointed_size", last.get("state_size"))}
+            failed = (cps.get("latest") or {}).get("failed")
+            if failed:
+                row["last_failed_checkpoint"] = {"id": failed.get("id"), "at_ms": failed.get("failure_timestamp"),
+                                                 "reason": failed.get("failure_message")}
+            counts = cps.get("counts") or {}
+            row["checkpoints"] = {k: counts.get(k, 0) for k in ("completed", "failed", "in_progress", "restored")}
         except (OSError, ValueError, urllib.error.URLError):
             pass
         rows.append(row)
     return rows
+
+
+def _spec_topic(stack: Stack, name: str, jid: str) -> str | None:
+    """The topic a job was submitted to read, from its spec (None for a job not submitted here)."""
+    try:
+        for line in _history(stack, name).read_text().splitlines():
+            entry = json.loads(line) if line else {}
+            if entry.get("id") == jid:
+                return json.loads(Path(entry["spec"]).read_text())["options"]["topic"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return None
+
+
+_OFFSET_METRIC = re.compile(r"^(\d+)\.Source__.*\.KafkaSourceReader\.topic\.(.+)\.partition\.(\d+)\.currentOffset$")
+
+
+def _job_metrics(stack: Stack, detail: dict[str, Any]) -> dict[str, Any]:
+    """Restarts, checkpoint interval, records/s in and out, and the source's Kafka positions.
+
+    ``source_offsets`` maps topic -> partition -> the next offset the job will read (the Kafka
+    source reports the last offset it consumed, -1 before the first), read live from Flink's
+    metrics rather than the group's committed offsets, which only move on checkpoints.
+    """
+    base, jid = stack.flink.rest_url, detail["jid"]
+    vertices = detail.get("vertices", [])
+    out: dict[str, Any] = {"start_time_ms": detail.get("start-time"), "now_ms": detail.get("now"),
+                           "job_type": detail.get("job-type")}
+    topic = _spec_topic(stack, detail.get("name", "").removeprefix("tripstream-"), jid)
+    if topic:
+        out["topic"] = topic
+
+    def get(path: str) -> Any:
+        try:
+            return rest_get(base, path)
+        except (OSError, ValueError, urllib.error.URLError):
+            return None
+
+    job_metrics = {m["id"]: m.get("value") for m in get(f"/jobs/{jid}/metrics?get=numRestarts") or []}
+    if job_metrics.get("numRestarts") is not None:
+        out["restarts"] = int(float(job_metrics["numRestarts"]))
+    if out.get("restarts") or detail.get("state") in ("RESTARTING", "FAILING"):
+        history = (get(f"/jobs/{jid}/exceptions?maxExceptions=1") or {}).get("exceptionHistory") or {}
+        for entry in history.get("entries", [])[:1]:
+            message = (entry.get("exceptionName") or "") + ": " + (entry.get("stacktrace") or "").split("\n", 1)[0]
+            out["last_exception"] = {"at_ms": entry.get("timestamp"), "message": message.split(": ", 1)[-1][:300]}
+    config = get(f"/jobs/{jid}/checkpoints/config") or {}
+    if isinstance(config.get("interval"), int) and 0 < config["interval"] < 2**62:
+        out["checkpoint_interval_ms"] = config["interval"]
+    if not vertices:
+        return out
+
+    def rate(vertex: dict[str, Any], name: str) -> float | None:
+        values = get(f"/jobs/{jid}/vertices/{vertex['id']}/subtasks/metrics?get={name}") or []
+        return round(float(values[0]["sum"]), 1) if values and "sum" in values[0] else None
+
+    out["records_in_per_s"] = rate(vertices[0], "numRecordsInPerSecond")
+    # Like records_out: what reaches the last (sink) vertex, whose own output is always zero.
+    out["records_out_per_s"] = rate(vertices[-1], "numRecordsInPerSecond") if len(vertices) > 1 else None
+    source = vertices[0]["id"]
+    names = [m["id"] for m in get(f"/jobs/{jid}/vertices/{source}/metrics") or []]
+    wanted = [n for n in names if _OFFSET_METRIC.match(n)]
+    offsets: dict[str, dict[int, int]] = {}
+    for start in range(0, len(wanted), 40):  # keep the query string short
+        query = urllib.parse.quote(",".join(wanted[start:start + 40]), safe=",")
+        for metric in get(f"/jobs/{jid}/vertices/{source}/metrics?get={query}") or []:
+            match = _OFFSET_METRIC.match(metric["id"])
+            if match and metric.get("value") is not None:
+                topic, partition = match.group(2), int(match.group(3))
+                offsets.setdefault(topic, {})[partition] = int(float(metric["value"])) + 1
+    out["source_offsets"] = offsets
+    return out
 
 
 def stop(stack: Stack, name: str, savepoint: bool = False, timeout: float = 120.0) -> str | None:

@@ -87,7 +87,17 @@ class FlinkService(Service):
 
     def ports(self) -> dict[str, int]:
         f = self.settings.flink
-        return {"main": f.port, "rpc": f.rpc_port}
+        ports = {"main": f.port, "rpc": f.rpc_port}
+        if f.prometheus_enabled:
+            ports["prometheus"] = f.prometheus_port
+        return ports
+
+    def prometheus_urls(self) -> list[str]:
+        """Where Prometheus scrapes the local cluster: one endpoint per process (JobManager, TaskManager)."""
+        f = self.settings.flink
+        if self.external or not f.prometheus_enabled:
+            return []
+        return [f"http://127.0.0.1:{port}/metrics" for port in (f.prometheus_port, f.prometheus_port + 1)]
 
     def address(self) -> dict[str, str]:
         return {"rest": self.rest_url}
@@ -158,6 +168,22 @@ class FlinkService(Service):
             "python.client.executable": python,
             "web.tmpdir": str(self.dir / "tmp" / "web"),
             "io.tmp.dirs": str(self.dir / "tmp" / "io"),
+            # The REST API's metric cache: refreshed every 2 s (default 10 s) for a live dashboard.
+            "metrics.fetcher.update-interval": 2000,
+            **self._prometheus_config(),
+        }
+
+    def _prometheus_config(self) -> dict[str, Any]:
+        """Flink's Prometheus reporter (a plugin shipped in PyFlink's plugins/): one port per process.
+
+        A range of two ports: the JobManager takes the first free one, the TaskManager the next.
+        """
+        f = self.settings.flink
+        if not f.prometheus_enabled:
+            return {}
+        return {
+            "metrics.reporter.prom.factory.class": "org.apache.flink.metrics.prometheus.PrometheusReporterFactory",
+            "metrics.reporter.prom.port": f"{f.prometheus_port}-{f.prometheus_port + 1}",
         }
 
     def _full_config(self, home: Path) -> dict[str, Any]:

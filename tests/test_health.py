@@ -1,0 +1,229 @@
+"""`tripstream health`: the rules on plain samples, then real jobs on the real stack."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tripstream.events import TripEvent
+from tripstream.events.producer import TripProducer
+from tripstream.health import Thresholds, evaluate
+from tripstream.jobs.options import JobOptions
+from tripstream.jobs.submit import active_job, describe_jobs, stop, submit
+from tripstream.kafka.topics import ensure_topic
+from tripstream.stack import Stack
+from tripstream.stack.process import wait_until
+
+from tests.conftest import run_cli
+
+NOW = 1_800_000_000_000
+
+
+def _row(**over) -> dict:  # noqa: ANN003
+    row = {"name": "tumbling", "state": "RUNNING", "uptime_s": 60, "job_type": "STREAMING", "restarts": 0,
+           "checkpoints": {"completed": 5, "failed": 0}, "checkpoint_interval_ms": 10_000, "now_ms": NOW,
+           "start_time_ms": NOW - 60_000, "last_checkpoint": {"id": 5, "at_ms": NOW - 4_000, "size_bytes": 10},
+           "watermark_ms": 1_000_000, "watermark": "2024-10-01 00:16:40",
+           "lag": [{"partition": 0, "lag": 0}, {"partition": 1, "lag": 0}]}
+    row.update(over)
+    return row
+
+
+def _failed(first: dict, second: dict, **thresholds) -> list[str]:  # noqa: ANN003
+    found = evaluate({"tumbling": first}, {"tumbling": second}, Thresholds(**thresholds))
+    return [f.check for f in found if not f.ok]
+
+
+# -- the rules (pure) -----------------------------------------------------------------------------
+def test_a_job_keeping_up_is_healthy() -> None:
+    assert _failed(_row(), _row()) == []
+
+
+def test_an_old_checkpoint_fires_past_three_intervals_not_before() -> None:
+    assert _failed(_row(), _row(last_checkpoint={"at_ms": NOW - 29_000})) == []
+    assert _failed(_row(), _row(last_checkpoint={"at_ms": NOW - 31_000})) == ["checkpoint age"]
+    assert _failed(_row(), _row(last_checkpoint={"at_ms": NOW - 31_000}), checkpoint_age_factor=4) == []
+
+
+def test_no_checkpoint_yet_is_fine_while_the_job_is_young() -> None:
+    assert _failed(_row(), _row(last_checkpoint=None, start_time_ms=NOW - 20_000)) == []
+    assert _failed(_row(), _row(last_checkpoint=None, start_time_ms=NOW - 40_000)) == ["checkpoint age"]
+
+
+def test_new_checkpoint_failures_fire_and_old_ones_only_past_a_limit() -> None:
+    one_failed = {"completed": 5, "failed": 1}
+    # A failure between the two samples.
+    assert _failed(_row(), _row(checkpoints=one_failed)) == ["failed checkpoints"]
+    # The newest attempt failed (both samples saw it).
+    newest = {"id": 6, "at_ms": NOW - 1000, "reason": "IO-problem detected."}
+    assert _failed(_row(checkpoints=one_failed, last_failed_checkpoint=newest),
+                   _row(checkpoints=one_failed, last_failed_checkpoint=newest)) == ["failed checkpoints"]
+    # An old failure, checkpoints completed since: history, unless a limit is set.
+    old = {"id": 1, "at_ms": NOW - 50_000, "reason": "Not all required tasks are currently running."}
+    settled = _row(checkpoints=one_failed, last_failed_checkpoint=old)
+    assert _failed(settled, settled) == []
+    assert _failed(settled, settled, max_failed_checkpoints=0) == ["failed checkpoints"]
+
+
+def test_restarts_and_a_restarting_state_fire() -> None:
+    assert _failed(_row(), _row(restarts=2)) == ["restarts"]
+    assert _failed(_row(), _row(restarts=2), max_restarts=2) == []
+    assert "state" in _failed(_row(), _row(state="RESTARTING"))
+
+
+def test_growing_lag_fires_and_shrinking_lag_does_not() -> None:
+    lag = lambda n: [{"partition": 0, "lag": n}]  # noqa: E731
+    assert _failed(_row(lag=lag(100), watermark_ms=1), _row(lag=lag(250), watermark_ms=2)) == ["consumer lag"]
+    assert _failed(_row(lag=lag(250), watermark_ms=1), _row(lag=lag(100), watermark_ms=2)) == []
+
+
+def test_a_watermark_that_stands_still_while_records_wait_fires() -> None:
+    lag = [{"partition": 0, "lag": 40}]
+    assert _failed(_row(lag=lag), _row(lag=lag)) == ["watermark"]
+    assert _failed(_row(lag=lag), _row(lag=lag, watermark_ms=2_000_000)) == []
+    # Nothing waiting: a still watermark is just a quiet topic.
+    assert _failed(_row(), _row()) == []
+
+
+def test_a_job_asked_for_by_name_must_be_running() -> None:
+    found = evaluate({}, {}, Thresholds(jobs=("surge",)))
+    assert [(f.subject, f.check, f.ok) for f in found] == [("surge", "state", False)]
+
+
+# -- the real stack -------------------------------------------------------------------------------
+def _topic_with_trips(stack: Stack, prefix: str) -> str:
+    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    ensure_topic(stack.settings.kafka, topic, partitions=2)
+    events = [TripEvent.from_mapping({"event_id": f"{topic}-{i}", "taxi_type": "green",
+                                      "pickup_at": f"2022-03-01 08:{i:02d}:00", "pu_location_id": 7 + i % 3,
+                                      "total_amount": 10.0 + i, "tip_amount": 1.0, "trip_distance": 2.0})
+              for i in range(12)]
+    report = TripProducer(stack.settings.kafka, topic).send((None, e) for e in events)
+    assert report.ok and report.delivered == len(events)
+    return topic
+
+
+def _job_row(stack: Stack, name: str) -> dict:
+    return next((r for r in describe_jobs(stack, metrics=True) if r["name"] == name), {})
+
+
+@pytest.fixture(scope="module")
+def running_tumbling(stack: Stack) -> Iterator[str]:
+    """An unbounded tumbling job on a small topic, with a completed checkpoint."""
+    topic = _topic_with_trips(stack, "health")
+    job_id = submit(stack, JobOptions(job="tumbling", topic=topic))
+    try:
+        wait_until(lambda: bool((row := _job_row(stack, "tumbling")).get("last_checkpoint")
+                                and row.get("source_offsets")), 90,
+                   "the tumbling job's first completed checkpoint and its source metrics")
+        yield job_id
+    finally:
+        if active_job(stack, "tumbling"):
+            stop(stack, "tumbling")
+
+
+def _health(*args: str) -> tuple[int, dict]:
+    result = run_cli("health", "--job", "tumbling", "--sample-interval", "1", "--json", *args)
+    assert result.stdout, result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+@pytest.mark.stack
+def test_a_running_job_is_healthy_and_a_tight_threshold_fires(stack: Stack, running_tumbling: str) -> None:
+    code, report = _health()
+    assert (code, report["healthy"], report["reasons"]) == (0, True, [])
+    checks = {(c["subject"], c["check"]) for c in report["checks"]}
+    assert {("tumbling", "state"), ("tumbling", "checkpoint age"), ("tumbling", "consumer lag"),
+            ("tumbling", "restarts"), ("tumbling", "failed checkpoints"), ("postgres", "reachable")} <= checks
+
+    # The last checkpoint is always older than a thousandth of an interval.
+    code, report = _health("--checkpoint-age", "0.001")
+    assert code == 1 and not report["healthy"]
+    assert [r.split(":")[:2] for r in report["reasons"]] == [["tumbling", " checkpoint age"]]
+
+    text = run_cli("health", "--job", "tumbling", "--sample-interval", "0.5", "--checkpoint-age", "0.001")
+    assert text.returncode == 1
+    assert "FAIL tumbling: checkpoint age: last completed" in text.stdout
+    assert "unhealthy" in text.stdout
+
+
+@pytest.mark.stack
+def test_flink_metrics_are_served_for_prometheus(stack: Stack, running_tumbling: str) -> None:
+    urls = stack.flink.prometheus_urls()
+    assert len(urls) == 2
+
+    def scrape() -> str:
+        texts = []
+        for url in urls:
+            with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - the test stack
+                texts.append(resp.read().decode())
+        return "\n".join(texts)
+
+    wait_until(lambda: 'job_name="tripstream_tumbling"' in scrape(), 60, "the tumbling job's metrics in Prometheus format")
+    text = scrape()
+    assert "flink_jobmanager_numRegisteredTaskManagers" in text
+    assert "flink_jobmanager_job_numRestarts{" in text
+    assert "flink_taskmanager_job_task_operator_numRecordsIn" in text
+
+
+@pytest.mark.stack
+def test_failing_checkpoints_restart_the_job_and_health_says_so(stack: Stack, running_tumbling: str) -> None:
+    # Last of the tests sharing the job: it leaves it recovering.
+    # The job's checkpoint directory turns into a file: every checkpoint fails, and with no
+    # failure tolerated Flink restarts the job, again and again, until the disk is fixed.
+    job_dir = stack.flink.checkpoints_dir / running_tumbling
+    kept = job_dir.with_name(job_dir.name + ".kept")
+    job_dir.rename(kept)
+    job_dir.touch()
+    try:
+        wait_until(lambda: (_job_row(stack, "tumbling").get("checkpoints") or {}).get("failed", 0) >= 1
+                   and (_job_row(stack, "tumbling").get("restarts") or 0) >= 1, 120,
+                   "a failed checkpoint and a restart of the tumbling job")
+        code, report = _health()
+    finally:
+        job_dir.unlink()
+        kept.rename(job_dir)
+    assert code == 1
+    failed = {c["check"] for c in report["checks"] if not c["ok"]}
+    assert "failed checkpoints" in failed
+    assert failed & {"restarts", "state"}
+    assert any("checkpoint" in r and "failed" in r for r in report["reasons"])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.stack
+def test_a_stack_that_is_down_gives_one_line_and_exit_1(stack: Stack) -> None:
+    result = run_cli("health", env={"TRIPSTREAM_FLINK_PORT": str(_free_port())})
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "does not answer" in lines[0], result.stderr
+    as_json = run_cli("health", "--json", env={"TRIPSTREAM_FLINK_PORT": str(_free_port())})
+    assert as_json.returncode == 1 and json.loads(as_json.stdout)["healthy"] is False
+
+
+def test_bad_options_exit_2() -> None:
+    result = run_cli("health", "--sample-interval", "-1")
+    assert result.returncode == 2
+
+
+def test_reporter_config_follows_the_settings(tmp_path: Path) -> None:
+    from tripstream.config import load_settings
+    from tripstream.stack.flink import FlinkService
+
+    on = FlinkService(load_settings(env={"TRIPSTREAM_FLINK_PROMETHEUS_PORT": "9555"}, state_dir=tmp_path)).config()
+    assert on["metrics.reporter.prom.port"] == "9555-9556"
+    assert on["metrics.reporter.prom.factory.class"].endswith("PrometheusReporterFactory")
+    off = FlinkService(load_settings(env={"TRIPSTREAM_FLINK_PROMETHEUS_REPORTER": "off"}, state_dir=tmp_path))
+    assert not any(k.startswith("metrics.reporter.prom") for k in off.config())
+    assert off.prometheus_urls() == []
