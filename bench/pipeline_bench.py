@@ -269,7 +269,7 @@ def main() -> None:
     parser.add_argument("--parallelism", type=int, default=2)
     parser.add_argument("--freshness-rate", type=float, default=2000.0)
     parser.add_argument("--freshness-seconds", type=float, default=40.0)
-    parser.add_argument("--producer-events", type=int, default=1_000_000,
+    parser.add_argument("--producer-events", type=int, default=500_000,
                         help="also run the producer benchmark over this many events (0: skip)")
     parser.add_argument("--recovery", action=argparse.BooleanOptionalAction, default=True,
                         help="also kill the TaskManager mid-stream and time the recovery")

@@ -30,6 +30,7 @@ TEST_ENV = {
     "TRIPSTREAM_FLINK_RPC_PORT": str(16123 + _OFFSET),
     "TRIPSTREAM_POSTGRES_PORT": str(15432 + _OFFSET),
     "TRIPSTREAM_FLINK_PROMETHEUS_PORT": str(19249 + _OFFSET),
+    "TRIPSTREAM_FLINK_PROMETHEUS_REPORTER": "on",  # off by default; the tests scrape it
 }
 # Variables that would point the tests at someone's real clusters.
 _EXTERNAL = ("TRIPSTREAM_KAFKA_BOOTSTRAP", "TRIPSTREAM_FLINK_REST", "TRIPSTREAM_POSTGRES_DSN",

@@ -221,9 +221,11 @@ def test_reporter_config_follows_the_settings(tmp_path: Path) -> None:
     from tripstream.config import load_settings
     from tripstream.stack.flink import FlinkService
 
-    on = FlinkService(load_settings(env={"TRIPSTREAM_FLINK_PROMETHEUS_PORT": "9555"}, state_dir=tmp_path)).config()
+    on = FlinkService(load_settings(env={"TRIPSTREAM_FLINK_PROMETHEUS_PORT": "9555",
+                                         "TRIPSTREAM_FLINK_PROMETHEUS_REPORTER": "on"}, state_dir=tmp_path)).config()
     assert on["metrics.reporter.prom.port"] == "9555-9556"
     assert on["metrics.reporter.prom.factory.class"].endswith("PrometheusReporterFactory")
-    off = FlinkService(load_settings(env={"TRIPSTREAM_FLINK_PROMETHEUS_REPORTER": "off"}, state_dir=tmp_path))
-    assert not any(k.startswith("metrics.reporter.prom") for k in off.config())
-    assert off.prometheus_urls() == []
+    for env in ({"TRIPSTREAM_FLINK_PROMETHEUS_REPORTER": "off"}, {}):  # off is the default
+        off = FlinkService(load_settings(env=env, state_dir=tmp_path))
+        assert not any(k.startswith("metrics.reporter.prom") for k in off.config())
+        assert off.prometheus_urls() == []

@@ -69,9 +69,10 @@ class FlinkSettings:
     # An existing cluster's REST address (http://host:port); empty means "run our own".
     rest: str = ""
     # Flink's Prometheus reporter (local cluster): the JobManager serves /metrics on this port,
-    # the TaskManager on the next one. Flink binds it on every interface; "off" disables it.
+    # the TaskManager on the next one. Off unless asked for ("on"): Flink binds it on every
+    # interface, and everything else we start listens on 127.0.0.1 only.
     prometheus_port: int = 9249
-    prometheus_reporter: str = "on"
+    prometheus_reporter: str = "off"
 
     @property
     def prometheus_enabled(self) -> bool:
