@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import threading
 import time
 import uuid
@@ -86,9 +85,8 @@ def run(stack: Stack, rate: float, seconds: float, kill_after: float) -> dict[st
 
     wait_until(lambda: time.monotonic() - started >= args.kill_after, args.kill_after + 5, "the kill moment")
     before = _checkpoints(stack, jid)
-    tm = stack.flink.process("taskmanager").pid()
-    os.kill(tm, signal.SIGKILL)
     killed = time.monotonic()
+    stack.flink.process("taskmanager").kill()  # SIGKILL, then wait until the process is gone
     expected_end = produced_until_ms()  # windows the output had reached, give or take one
     stack.up("flink")
     wait_until(lambda: (_checkpoints(stack, jid).get("latest") or {}).get("restored") is not None

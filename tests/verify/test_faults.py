@@ -10,8 +10,6 @@ record counted, late, bad or pending in a window that is still open.
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -98,9 +96,8 @@ def test_taskmanager_killed_mid_window_restores_from_the_last_checkpoint(clean: 
     stack = clean
 
     def kill_taskmanager(jid: str, topic: str) -> None:  # noqa: ARG001
-        tm = stack.flink.process("taskmanager").pid()
-        assert tm is not None
-        os.kill(tm, signal.SIGKILL)
+        assert stack.flink.process("taskmanager").pid() is not None
+        stack.flink.process("taskmanager").kill()  # SIGKILL, and wait until the process is gone
         stack.up("flink")  # what an operator (or a supervisor) does: start the lost TaskManager
         wait_until(lambda: (_checkpoints(stack, jid).get("latest") or {}).get("restored") is not None
                    and stack.flink.job_state(jid) == "RUNNING", 180,
