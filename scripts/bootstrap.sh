@@ -26,30 +26,24 @@ java_major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head
 [ "${java_major:-0}" -ge 17 ] 2>/dev/null || die "Java 17 or newer is needed, found ${java_major:-unknown}: install OpenJDK 17"
 command -v mvn >/dev/null 2>&1 || die "Maven not found: install Maven (Debian: apt-get install maven)"
 
-# --- PostgreSQL server ----------------------------------------------------------------------
+# --- system packages from Debian: the PostgreSQL server; Chromium for the browser test -------
+apt_install() {  # what, package...
+  local what=$1; shift
+  command -v apt-get >/dev/null 2>&1 || die "$what not found and no apt-get: install $* yourself"
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || die "$what not found: run 'sudo apt-get install $*' (needs root)"
+    sudo=sudo
+  fi
+  say "installing $what from Debian's packages ($*)"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
-  command -v apt-get >/dev/null 2>&1 || die "PostgreSQL server not found and no apt-get: install PostgreSQL 15 (initdb, pg_ctl, postgres)"
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "PostgreSQL server not found: run 'sudo apt-get install postgresql' (needs root)"
-    SUDO=sudo
-  fi
-  say "installing PostgreSQL from Debian's packages"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+  apt_install "the PostgreSQL server" postgresql
 fi
-
-# --- Chromium and its WebDriver, for the dashboard's browser test ---------------------------
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
-  command -v apt-get >/dev/null 2>&1 || die "Chromium not found and no apt-get: install chromium and chromium-driver (the browser test drives them)"
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "Chromium not found: run 'sudo apt-get install chromium chromium-driver' (needs root)"
-    SUDO=sudo
-  fi
-  say "installing Chromium and chromium-driver from Debian's packages"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+  apt_install "Chromium and its WebDriver" chromium chromium-driver
 fi
 
 # --- Python virtualenv ----------------------------------------------------------------------
