@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,6 @@ from tripstream.kafka.topics import count, ensure_topic
 from tripstream.stack import Stack
 from tripstream.stack.flink import rest_get
 from tripstream.stack.kafka import java_binary
-from tripstream.stack.process import wait_until
 
 RESULTS = Path(__file__).resolve().parent / "results"
 START = datetime(2021, 3, 1, 0, 0)

@@ -19,7 +19,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from tripstream.events.schema import FIELDS
+from tripstream.events.schema import FIELDS, field_kind
 from tripstream.jobs.anomalies import rule_case
 from tripstream.jobs.options import JobOptions
 
@@ -79,8 +79,6 @@ def _connect(events: Sequence[tuple[Any, ...]], late: Sequence[tuple[Any, ...]])
     con = duckdb.connect()
     columns = list(zip(*events)) if events else [[] for _ in EVENT_COLUMNS]
     kinds = {"kafka_topic": pa.string(), "kafka_partition": pa.int32(), "kafka_offset": pa.int64()}
-    from tripstream.events.schema import field_kind
-
     arrow_kind = {"str": pa.string(), "int": pa.int32(), "float": pa.float64(), "timestamp": pa.int64()}
     for name in FIELDS:
         kinds[name] = arrow_kind[field_kind(name)]
