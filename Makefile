@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TS     := $(VENV)/bin/tripstream
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap up down status demo test bench clean
+.PHONY: help bootstrap up down status demo test bench chaos clean
 
 help:  ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -35,3 +35,6 @@ bench: up  ## Benchmarks (not part of test): producer, pipeline throughput/fresh
 clean:  ## Stop everything, delete the state dirs, the jars and the venv
 	@if [ -x $(TS) ]; then $(TS) down --purge; $(TS) --state-dir .tripstream-test down --purge; fi
 	rm -rf build $(VENV)
+
+chaos: bootstrap  ## The month in file order with 5 TaskManager kills, then verify (own stack; KILLS=N)
+	@$(PY) bench/chaos.py --kills $(or $(KILLS),5)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +32,9 @@ TEST_ENV = {
     "TRIPSTREAM_POSTGRES_PORT": str(15432 + _OFFSET),
     "TRIPSTREAM_FLINK_PROMETHEUS_PORT": str(19249 + _OFFSET),
     "TRIPSTREAM_FLINK_PROMETHEUS_REPORTER": "on",  # off by default; the tests scrape it
+    # The fault tests run four jobs at parallelism 2 side by side.
+    "TRIPSTREAM_FLINK_SLOTS": "8",
+    "TRIPSTREAM_FLINK_TASKMANAGER_MEMORY": "2560m",
 }
 # Variables that would point the tests at someone's real clusters.
 _EXTERNAL = ("TRIPSTREAM_KAFKA_BOOTSTRAP", "TRIPSTREAM_FLINK_REST", "TRIPSTREAM_POSTGRES_DSN",
@@ -85,3 +89,13 @@ def processes_mentioning(text: str) -> list[int]:
         if text in cmdline and state != "Z":
             pids.append(int(entry.name))
     return pids
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Flink's count of rows dropped as late by window operators, over every job checked."""
+    from tests.verify.conftest import DROPPED
+
+    if DROPPED["checks"]:
+        terminalreporter.write_line(
+            f"numLateRecordsDropped: {DROPPED['dropped']} in total over {DROPPED['window_operators']} window "
+            f"operator reports, {DROPPED['checks']} running jobs checked")

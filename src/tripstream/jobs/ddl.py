@@ -49,9 +49,6 @@ def kafka_source(name: str, opts: JobOptions, conn: Mapping[str, Any]) -> str:
         "properties.bootstrap.servers": conn["kafka_bootstrap"],
         "properties.group.id": f"tripstream-{opts.job}",
         "format": "raw",
-        # A watermark after every record, not every 200 ms: whether a row is late then depends
-        # only on the rows before it in its partition, never on timing, so replays agree.
-        "scan.watermark.emit.strategy": "on-event",
         **startup_options(opts.startup),
     }
     if opts.until == "latest":
@@ -66,14 +63,15 @@ def kafka_source(name: str, opts: JobOptions, conn: Mapping[str, Any]) -> str:
         "  kafka_timestamp TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL",
         f"  pickup_at AS TRIP_TIME({bounds})",
         f"  parsed AS PARSE_TRIP({bounds})",
+        "  proc_time AS PROCTIME()",
         f"  WATERMARK FOR pickup_at AS pickup_at - {interval(opts.watermark_ms)}",
     ]
     return f"CREATE TEMPORARY TABLE {name} (\n" + ",\n".join(columns) + f"\n) WITH (\n  {_with(options)}\n)"
 
 
 def trips_source(t_env: Any, statements: Any, opts: JobOptions, conn: Mapping[str, Any]) -> None:
-    """Register ``trips_src`` (the good trips, typed, with their Kafka coordinates) for a job,
-    and route its bad records to ``bad_records``.
+    """Register ``trips_src`` (the good trips, typed, with their Kafka coordinates and arrival
+    time) for a job, and route its bad records to ``bad_records``.
 
     Every job reads the topic on its own, so every job accounts for its own bad records.
     """
@@ -81,7 +79,7 @@ def trips_source(t_env: Any, statements: Any, opts: JobOptions, conn: Mapping[st
         t_env.create_java_temporary_system_function(name, java_class)
     t_env.execute_sql(kafka_source("trips_raw", opts, conn))
     fields = ", ".join(f"`{f}`" if f == "pickup_at" else f"parsed.{f} AS `{f}`" for f in FIELDS)
-    t_env.execute_sql(f"CREATE TEMPORARY VIEW trips_src AS SELECT {fields}, {', '.join(KAFKA_COLUMNS)} "
+    t_env.execute_sql(f"CREATE TEMPORARY VIEW trips_src AS SELECT {fields}, {', '.join(KAFKA_COLUMNS)}, proc_time "
                       f"FROM trips_raw WHERE parsed.reason IS NULL")
     t_env.execute_sql(jdbc_sink("bad_sink", "bad_records", BAD_COLUMNS,
                                 ["job", "kafka_topic", "kafka_partition", "kafka_offset"], conn))

@@ -85,6 +85,9 @@ class JobOptions:
     slide_ms: int = 300_000  # sliding and surge
     gap_ms: int = 300_000  # session
     allowed_lateness_ms: int = 0
+    # How long (processing time) a window's or session's state is kept after its last update;
+    # 0 keeps it for ever. A trip for a window whose state is gone would start it again.
+    state_retention_ms: int = 86_400_000
     surge_ratio: float = 2.0  # surge: flagged when trips >= ratio x trailing baseline
     surge_min_trips: int = 5  # surge: ... and at least this many trips in the window
     surge_baseline_windows: int = 12  # surge: how many previous windows make the baseline
@@ -111,8 +114,10 @@ class JobOptions:
         if self.job in ("sliding", "surge") and (self.window_ms % self.slide_ms or self.slide_ms > self.window_ms):
             raise ConfigError(f"--window must be a whole multiple of --slide (got {self.window_ms} ms "
                               f"and {self.slide_ms} ms)")
-        if self.allowed_lateness_ms and self.job not in ("tumbling", "sliding"):
-            raise ConfigError(f"--allowed-lateness applies to the tumbling and sliding jobs, not {self.job}")
+        if self.allowed_lateness_ms and self.job not in ("tumbling", "sliding", "session"):
+            raise ConfigError(f"--allowed-lateness applies to the tumbling, sliding and session jobs, not {self.job}")
+        if self.allowed_lateness_ms < 0 or self.state_retention_ms < 0:
+            raise ConfigError("--allowed-lateness and --state-retention must not be negative")
         if self.allowed_lateness_ms and self.mode == "batch":
             raise ConfigError("--allowed-lateness has no meaning in batch mode (nothing is late)")
         try:

@@ -31,16 +31,16 @@ def main(spec_path: str) -> None:
     # Event times are wall-clock values without a zone; keep every time function zone-free.
     config.set("table.local-time-zone", "UTC")
     config.set("pipeline.object-reuse", "true")
-    # Our Java functions (PARSE_TRIP, TRIP_TIME) travel with the job, so any cluster can run it.
+    # Our Java functions (PARSE_TRIP, TRIP_TIME, SESSIONS) travel with the job, so any cluster can run it.
     config.set("pipeline.jars", Path(spec["connections"]["functions_jar"]).resolve().as_uri())
-    if opts.allowed_lateness_ms:
-        # The updating window aggregate's key is the sink's key: no extra materialisation needed.
-        config.set("table.exec.sink.upsert-materialize", "NONE")
-        # State of a window is needed until the watermark passes its end + lateness; processing
-        # time TTL with a wide margin keeps a long-running job's state bounded.
-        ttl_ms = opts.window_ms + opts.allowed_lateness_ms + opts.watermark_ms + 3_600_000
-        config.set("table.exec.state.ttl", f"{ttl_ms} ms")
     if opts.mode == "streaming":
+        # The updating window aggregates are keyed like their sinks, and the session function
+        # sends whole rows before their updates: no extra materialisation before the sink.
+        config.set("table.exec.sink.upsert-materialize", "NONE")
+        if opts.state_retention_ms:
+            # Windows and sessions stay open to on-time trips of any partition, however far
+            # behind; their state goes after this long without an update (processing time).
+            config.set("table.exec.state.ttl", f"{opts.state_retention_ms} ms")
         config.set("execution.checkpointing.interval", f"{opts.checkpoint_interval_ms} ms")
         config.set("execution.checkpointing.mode", "EXACTLY_ONCE")
         config.set("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")

@@ -10,14 +10,14 @@ from typing import Any
 
 from tripstream.jobs.ddl import interval, jdbc_sink, trips_source
 from tripstream.jobs.options import JobOptions
-from tripstream.jobs.windows import add_late_insert, add_window_aggregate, register_late_sink, windowed_view
+from tripstream.jobs.windows import add_late_insert, add_window_aggregate, register_late_sink, timed_view, windowed_view
 
 COLUMNS = [("window_start", "TIMESTAMP(3)"), ("window_end", "TIMESTAMP(3)"), ("pu_location_id", "INT"),
            ("trips", "BIGINT"), ("revenue", "DOUBLE")]
 
 
 def hop(opts: JobOptions) -> str:
-    return f"HOP(TABLE trips_src, DESCRIPTOR(pickup_at), {interval(opts.slide_ms)}, {interval(opts.window_ms)})"
+    return f"HOP(TABLE trips_timed, DESCRIPTOR(pickup_at), {interval(opts.slide_ms)}, {interval(opts.window_ms)})"
 
 
 def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any]) -> None:
@@ -25,7 +25,8 @@ def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any]) -
     t_env.execute_sql(jdbc_sink("zone_stats", "sliding_zone_stats", COLUMNS,
                                 ["window_start", "window_end", "pu_location_id"], conn))
     register_late_sink(t_env, conn)
-    windowed_view(t_env, "windowed", hop(opts), opts)
+    timed_view(t_env, opts)
+    windowed_view(t_env, "windowed", hop(opts))
     add_window_aggregate(statements, "zone_stats", "windowed", ["pu_location_id"],
                          ["COUNT(*)", "SUM(total_amount)"], opts.allowed_lateness_ms)
     add_late_insert(statements, "sliding", "windowed", opts.allowed_lateness_ms)

@@ -14,6 +14,7 @@ from typing import Any
 from tripstream.errors import TripstreamError
 from tripstream.jobs.migrations import migrate
 from tripstream.jobs.options import JobOptions
+from tripstream.jobs.windows import LATENESS_RULE
 from tripstream.stack import Stack
 from tripstream.stack.flink import rest_get
 
@@ -86,12 +87,44 @@ def _offsets_seen(stack: Stack, opts: JobOptions, restored: bool) -> dict[str, A
     return {"start": start, "end": end}
 
 
+def _taken_by(stack: Stack, name: str, restore_from: Path) -> dict[str, Any] | None:
+    """The submission whose Flink job wrote the savepoint or checkpoint, when it was made here.
+
+    Checkpoints live in ``checkpoints/<job id>/chk-N``; savepoints are named
+    ``savepoint-<first 6 hex digits of the job id>-<random>``.
+    """
+    path = Path(restore_from).resolve()
+    match = re.fullmatch(r"savepoint-([0-9a-f]{6})-[0-9a-f]+", path.name)
+    runs = submissions(stack, name)
+    if match:
+        return next((r for r in reversed(runs) if r["id"].startswith(match.group(1))), None)
+    return next((r for r in reversed(runs) if r["id"] == path.parent.name), None)
+
+
+def check_restorable(stack: Stack, name: str, restore_from: Path) -> None:
+    """Refuse a restore point taken under another lateness rule: its state would count differently.
+
+    A job's state holds what decided lateness (the partition watermarks) and the windows built on
+    it; a job of an older tripstream decided lateness by Flink's watermark, so its state cannot be
+    carried on without miscounting. Submissions record the rule they ran under.
+    """
+    if not (Path(restore_from) / "_metadata").exists():
+        raise JobError(f"{restore_from} is not a savepoint or checkpoint directory (no _metadata in it)")
+    taken = _taken_by(stack, name, restore_from)
+    rule = taken.get("lateness_rule", 1) if taken is not None else LATENESS_RULE
+    if rule != LATENESS_RULE:
+        raise JobError(f"{restore_from} was taken by an older tripstream that decided lateness by Flink's "
+                       f"watermark (rule {rule}; this one decides it per partition, rule {LATENESS_RULE}), so its "
+                       f"state cannot be carried on without miscounting: replay from earliest instead "
+                       f"(tripstream submit {name} --startup earliest)")
+
+
 def submit(stack: Stack, opts: JobOptions, timeout: float = 180.0, restore_from: Path | None = None) -> str:
     """Create the tables, refuse a duplicate, submit (restored when asked), wait until it runs."""
     from tripstream.kafka.topics import topic_partitions
 
-    if restore_from is not None and not (Path(restore_from) / "_metadata").exists():
-        raise JobError(f"{restore_from} is not a savepoint or checkpoint directory (no _metadata in it)")
+    if restore_from is not None:
+        check_restorable(stack, opts.job, restore_from)
     running = active_job(stack, opts.job)
     if running:
         raise JobError(f"job {opts.job!r} is already running (Flink job {running['jid']}); "
@@ -126,7 +159,7 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 180.0, restore_from:
                                        restore_from=restore_from)
     with _history(stack, opts.job).open("a") as fh:
         fh.write(json.dumps({"id": job_id, "at": time.time(), "spec": str(spec_path), "topic": opts.topic,
-                             "offsets": offsets,
+                             "offsets": offsets, "lateness_rule": LATENESS_RULE,
                              "restored_from": str(restore_from) if restore_from else None}) + "\n")
     stack.flink.wait_job_state(job_id, {"RUNNING", "FINISHED"}, timeout)
     return job_id

@@ -13,7 +13,7 @@ from typing import Any
 from tripstream.jobs.ddl import jdbc_sink, trips_source
 from tripstream.jobs.options import JobOptions
 from tripstream.jobs.sliding import hop
-from tripstream.jobs.windows import add_late_insert, late_when, register_late_sink, windowed_view
+from tripstream.jobs.windows import add_late_insert, late_when, register_late_sink, timed_view, windowed_view
 
 COLUMNS = [("window_start", "TIMESTAMP(3)"), ("window_end", "TIMESTAMP(3)"), ("pu_location_id", "INT"),
            ("trips", "BIGINT"), ("baseline", "DOUBLE"), ("ratio", "DOUBLE")]
@@ -23,7 +23,8 @@ def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any]) -
     trips_source(t_env, statements, opts, conn)
     t_env.execute_sql(jdbc_sink("surges", "surge_alerts", COLUMNS, ["window_start", "pu_location_id"], conn))
     register_late_sink(t_env, conn)
-    windowed_view(t_env, "windowed", hop(opts), opts)
+    timed_view(t_env, opts)
+    windowed_view(t_env, "windowed", hop(opts))
     t_env.execute_sql(f"""
         CREATE TEMPORARY VIEW zone_windows AS
         SELECT window_start, window_end, window_time, pu_location_id, COUNT(*) AS trips

@@ -1,16 +1,23 @@
-"""Event-time windows with an exact account of late events, shared by the windowed jobs.
+"""Event-time windows with deterministic lateness, shared by the windowed jobs.
 
-Flink's window operator silently drops a row whose window has already fired. We decide lateness
-ourselves, one step earlier, with ``CURRENT_WATERMARK``: a row (or, for sliding windows, a
-row-window pair) is late when its window's end, minus 1 ms, plus the allowed lateness, is at or
-behind the watermark the row meets. Late rows go to ``late_trips``; the others go on to the
-aggregate. The window operator downstream sees a watermark no newer than the one our filter saw,
-so it never drops a row the filter let through: every event is counted or reported, never both.
+Whether a trip is late must not depend on timing, or a replay after a failure counts it
+differently than the first attempt did. Flink's own watermark does depend on timing: it is the
+minimum over the partitions a source reads, the idle ones left out, so it depends on how the
+partitions interleaved, and after a restore it is empty until every split has emitted again.
 
-With no allowed lateness the aggregate is Flink's window aggregation (one final row per window,
-written when the watermark passes its end). With ``--allowed-lateness D`` it is an updating
-aggregation keyed by the window bounds: rows are upserted as events arrive, so an event up to D
-behind still updates its already-written window; later ones are reported late.
+So tripstream decides lateness per Kafka partition (rule ``LATENESS_RULE``). Each trip meets its
+*partition watermark*: the highest pickup read in its partition so far, this trip included,
+minus the watermark delay. That is a pure function of the partition's records in offset order,
+which a replay reproduces exactly, and it is kept in keyed state (an OVER aggregate per
+partition) that is checkpointed together with the source's offsets. A trip, or for sliding
+windows a trip-window pair, is late when its window's end - 1 ms + the allowed lateness is at or
+behind that watermark; late ones go to ``late_trips``, the others are counted.
+
+What counts them must never drop a trip that passed: Flink's window operators drop rows behind
+*their* watermark, which can be ahead of a partition's (an idle partition that wakes up with old
+trips). So tumbling and sliding windows are updating aggregates keyed by the window bounds, and
+sessions are a process table function (java/udf ``Sessions``) that updates them; both upsert
+into PostgreSQL as trips arrive and keep a window's state for the retention set on the job.
 """
 
 from __future__ import annotations
@@ -21,56 +28,69 @@ from typing import Any
 from tripstream.jobs.ddl import KAFKA_COLUMNS, interval, jdbc_sink
 from tripstream.jobs.options import JobOptions
 
+# Bumped when the rule that decides lateness changes: a restore point taken under another rule
+# would count differently (see tripstream.jobs.submit).
+LATENESS_RULE = 2
+LATENESS_RULE_TEXT = "per partition: late when the window had closed at the highest pickup read " \
+                     "in the trip's Kafka partition so far, less the watermark delay"
+
 LATE_COLUMNS = [("job", "STRING"), ("kafka_topic", "STRING"), ("kafka_partition", "INT"), ("kafka_offset", "BIGINT"),
                 ("event_id", "STRING"), ("pu_location_id", "INT"), ("pickup_at", "TIMESTAMP(3)"),
                 ("window_end", "TIMESTAMP(3)"), ("watermark_at", "TIMESTAMP(3)")]
 LATE_KEY = ["job", *KAFKA_COLUMNS]
+WM = "partition_wm"  # the column holding the partition watermark each trip met
 
 
-def watermark_of(opts: JobOptions) -> str:
-    """The watermark a row meets: none in batch mode, where the input is complete and nothing is late."""
-    return "CAST(NULL AS TIMESTAMP(3))" if opts.mode == "batch" else "CURRENT_WATERMARK(pickup_at)"
+def timed_view(t_env: Any, opts: JobOptions) -> None:
+    """``trips_timed``: ``trips_src`` with each trip's partition watermark (column ``partition_wm``).
+
+    The OVER aggregate is keyed by partition and ordered by arrival, which within a partition is
+    offset order. In batch mode the input is complete and nothing is late: the column is NULL.
+    """
+    if opts.mode == "batch":
+        wm = "CAST(NULL AS TIMESTAMP(3))"
+    else:
+        wm = (f"MAX(CAST(pickup_at AS TIMESTAMP(3))) OVER (PARTITION BY kafka_topic, kafka_partition "
+              f"ORDER BY proc_time ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) - {interval(opts.watermark_ms)}")
+    t_env.execute_sql(f"CREATE TEMPORARY VIEW trips_timed AS SELECT *, {wm} AS {WM} FROM trips_src")
 
 
-def late_when(end_expr: str, lateness_ms: int = 0, wm: str = "wm") -> str:
-    """SQL predicate: the window ending at ``end_expr`` (plus lateness) had fired for this row."""
+def late_when(end_expr: str, lateness_ms: int = 0) -> str:
+    """SQL predicate: the window ending at ``end_expr`` (plus lateness) had closed for this trip."""
     deadline = f"{end_expr} + {interval(lateness_ms)} - {interval(1)}" if lateness_ms else f"{end_expr} - {interval(1)}"
-    return f"({wm} IS NOT NULL AND {wm} >= {deadline})"
+    return f"({WM} IS NOT NULL AND {WM} >= {deadline})"
 
 
 def register_late_sink(t_env: Any, conn: dict[str, Any]) -> None:
     t_env.execute_sql(jdbc_sink("late_sink", "late_trips", LATE_COLUMNS, LATE_KEY, conn))
 
 
-def late_select(job: str, end_expr: str, wm: str) -> str:
-    """The SELECT list of a late_trips row (a FROM over trips_src or a window view follows)."""
-    return f"SELECT '{job}', {', '.join(KAFKA_COLUMNS)}, event_id, pu_location_id, pickup_at, {end_expr}, {wm}"
+def late_select(job: str, end_expr: str) -> str:
+    """The SELECT list of a late_trips row (a FROM over trips_timed or a window view follows)."""
+    return f"SELECT '{job}', {', '.join(KAFKA_COLUMNS)}, event_id, pu_location_id, pickup_at, {end_expr}, {WM}"
 
 
-def windowed_view(t_env: Any, name: str, tvf: str, opts: JobOptions) -> None:
-    """A view of the window TVF's rows, each with the watermark it met (column ``wm``)."""
-    t_env.execute_sql(f"CREATE TEMPORARY VIEW {name} AS SELECT *, {watermark_of(opts)} AS wm FROM TABLE({tvf})")
+def windowed_view(t_env: Any, name: str, tvf: str) -> None:
+    """A view of a window TVF's rows over ``trips_timed``.
+
+    Flink's tumbling and hopping TVFs only assign windows; they never drop a row (the window
+    *aggregate* would, which is why the aggregates below are not window aggregates)."""
+    t_env.execute_sql(f"CREATE TEMPORARY VIEW {name} AS SELECT * FROM TABLE({tvf})")
 
 
 def add_late_insert(statements: Any, job: str, view: str, lateness_ms: int = 0) -> None:
     """Route the view's late rows to late_trips."""
     statements.add_insert_sql(
-        f"INSERT INTO late_sink {late_select(job, 'window_end', 'wm')} "
-        f"FROM {view} WHERE {late_when('window_end', lateness_ms)}")
+        f"INSERT INTO late_sink {late_select(job, 'window_end')} FROM {view} WHERE {late_when('window_end', lateness_ms)}")
 
 
 def add_window_aggregate(statements: Any, sink: str, view: str, keys: Sequence[str], measures: Sequence[str],
                          lateness_ms: int = 0) -> None:
-    """INSERT the on-time rows' aggregate per window and key into ``sink``."""
+    """INSERT the on-time rows' aggregate per window and key into ``sink``, updated as they arrive."""
     on_time = f"NOT {late_when('window_end', lateness_ms)}"
     key_list = ", ".join(keys)
-    if lateness_ms == 0:
-        statements.add_insert_sql(
-            f"INSERT INTO {sink} SELECT window_start, window_end, {key_list}, {', '.join(measures)} "
-            f"FROM {view} WHERE {on_time} GROUP BY window_start, window_end, {key_list}")
-        return
     # Grouping by the bounds as plain values (not window properties) makes the planner build an
-    # updating aggregate instead of a window aggregate that fires once.
+    # updating aggregate, which never drops a row, instead of a window aggregate.
     start, end = "CAST(window_start AS STRING)", "CAST(window_end AS STRING)"
     statements.add_insert_sql(
         f"INSERT INTO {sink} SELECT CAST({start} AS TIMESTAMP(3)), CAST({end} AS TIMESTAMP(3)), {key_list}, "

@@ -65,11 +65,17 @@ def ensure_topic(settings: KafkaSettings, topic: str, partitions: int = 4, repli
         if err.name() == "TOPIC_ALREADY_EXISTS":
             return False
         raise KafkaError(f"cannot create topic {topic!r}: {err.str()}") from None
-    # Metadata propagates asynchronously even on one node: wait until the topic is visible.
+    # Metadata and leadership propagate asynchronously even on one node: wait until every
+    # partition answers an offsets request (before that: NOT_LEADER_FOR_PARTITION).
     from tripstream.stack.process import wait_until
 
-    wait_until(lambda: topic_partitions(settings, topic) is not None, timeout,
-               f"topic {topic!r} to appear in Kafka's metadata")
+    def ready() -> bool:
+        try:
+            return topic_partitions(settings, topic) is not None and len(describe(settings, topic)) == partitions
+        except (KafkaException, KafkaError):
+            return False
+
+    wait_until(ready, timeout, f"every partition of topic {topic!r} to have a leader")
     return True
 
 

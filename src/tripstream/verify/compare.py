@@ -24,7 +24,8 @@ from tripstream.jobs.options import JobOptions
 from tripstream.stack import Stack
 from tripstream.verify.errors import VerifyError
 from tripstream.verify.payloads import check, ms_to_datetime
-from tripstream.verify.truth import RESULT_TABLES, compute
+from tripstream.jobs.windows import LATENESS_RULE_TEXT
+from tripstream.verify.truth import RESULT_TABLES, WINDOWED_JOBS, compute, derive_late, first_window_end
 
 EXAMPLES = 5
 _INF = float("inf")
@@ -40,7 +41,6 @@ class RowDiff:
     extra: int = 0
     different: int = 0
     open: int = 0
-    split: int = 0  # sessions: a truth session written as consecutive pieces, the split justified
     examples: list[str] = field(default_factory=list)
 
     @property
@@ -86,6 +86,7 @@ class Verdict:
     accounting: Accounting
     ok: bool = False
     caught_up: bool = True  # the job's watermark reached what the records it read imply
+    lateness: str = ""  # which rule decided lateness
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -228,11 +229,15 @@ def verify(stack: Stack, job: str, file: Path | None = None, now_ms: int | None 
         acc.bad_problems.append(f"{len(bad_rows)} bad_records rows for topic {opts.topic}, none expected from a file")
     acc.bad = len(bad_pg) if file is None else 0
 
-    # Late records: each a good record the job read, late by the watermark it met.
+    # Late records. From the topic, the rule gives the late set (truth.derive_late), and
+    # late_trips must hold exactly those rows, each with the partition watermark it met. From a
+    # file, which has no partitions, each late row must at least be plausible.
     events_by_key = {e[:3]: e for e in events}
+    derived = derive_late(job, opts, events) if file is None else None
     good_pickups = [e[3 + FIELDS.index("pickup_at")] for e in events]
     highest_possible = (max(good_pickups) - opts.watermark_ms) if good_pickups else -_INF
     late: list[tuple[Any, ...]] = []
+    reported: set[tuple[Any, ...]] = set()
     for topic, partition, offset, event_id, pickup_at, window_end, watermark_at in late_rows:
         key = (topic, partition, offset) if file is None else by_event_id.get(event_id)
         if key is None or (file is None and key not in in_range):
@@ -242,10 +247,21 @@ def verify(stack: Stack, job: str, file: Path | None = None, now_ms: int | None 
         if event is None:
             acc.late_problems.append(f"late_trips has record {partition}:{offset}, which is not a good trip")
             continue
+        reported.add(key)
         pickup = event[3 + FIELDS.index("pickup_at")]
         if event[3] != event_id or pickup != wall_clock_ms(pickup_at):
             acc.late_problems.append(f"late_trips row {partition}:{offset} does not match the record it names")
-        first_end = _first_window_end(job, opts, pickup)
+        if derived is not None:
+            if key not in derived:
+                acc.late_problems.append(f"record {partition}:{offset} is in late_trips (watermark {_show(wm, True)}), "
+                                         f"but on time by the rule")
+            elif derived[key] != wm:
+                acc.late_problems.append(f"record {partition}:{offset}: late_trips says watermark {_show(wm, True)}, "
+                                         f"the rule {_show(derived[key], True)}")
+            else:
+                late.append((*key, wm))
+            continue
+        first_end = first_window_end(job, opts, pickup)
         if first_end - 1 + opts.allowed_lateness_ms > wm:
             acc.late_problems.append(f"record {partition}:{offset} reported late, but its first window "
                                      f"(ending {_show(first_end, True)}) was open at watermark {_show(wm, True)}")
@@ -253,7 +269,14 @@ def verify(stack: Stack, job: str, file: Path | None = None, now_ms: int | None 
             acc.late_problems.append(f"record {partition}:{offset}: watermark {_show(wm, True)} is ahead of "
                                      f"every trip read")
         late.append((*key, wm))
-    acc.late = len(late)
+    if derived is not None:
+        missing_late = sorted(k for k in derived if k not in reported)
+        for key in missing_late:
+            acc.late_problems.append(f"record {key[1]}:{key[2]} is late by the rule (watermark "
+                                     f"{_show(derived[key], True)}) but not in late_trips")
+        # The truth counts by the rule, whatever the table says.
+        late = [(*key, wm) for key, wm in derived.items()]
+    acc.late = len(reported)
 
     # The watermark the job reaches once it has read every record: each partition's highest
     # pickup less the delay, the lowest of those (an idle partition can only push it higher).
@@ -263,13 +286,16 @@ def verify(stack: Stack, job: str, file: Path | None = None, now_ms: int | None 
     reachable = float(min(per_partition.values()) - opts.watermark_ms) if per_partition else -_INF
     if math.isnan(watermark):
         watermark = reachable  # not running and not finished: as if it had read everything
+    # A job without windows has nothing to wait for but its rows, which the comparison checks.
+    caught_up = watermark >= reachable or job not in WINDOWED_JOBS
+    # Windows closed for good: a running job's windows stay open to on-time trips of every
+    # partition, so a window is final only once every partition has passed it.
+    if watermark != _INF:
+        watermark = min(watermark, reachable)
 
     truth = compute(job, opts, events, late, watermark)
     acc.counted, acc.pending, acc.not_applicable = truth.counted_records, truth.pending_records, truth.not_applicable
-    if job == "session":
-        rows = _compare_sessions(opts, events, {k[:3] for k in late}, table_rows, watermark)
-    else:
-        rows = _compare_rows(spec, truth, table_rows, watermark)
+    rows = _compare_rows(spec, truth, table_rows, watermark)
     if job in ("tumbling", "sliding", "session"):
         count_at = spec.columns.index("trips")
         acc.pairs_expected = truth.counted_in_rows
@@ -278,20 +304,13 @@ def verify(stack: Stack, job: str, file: Path | None = None, now_ms: int | None 
     verdict = Verdict(job=job, table=spec.table, flink_job=run["id"], state=state,
                       watermark=("end of input" if watermark == _INF else "none yet" if watermark == -_INF
                                  else _show(int(watermark), True)),
-                      source=source, rows=rows, accounting=acc)
+                      source=source, rows=rows, accounting=acc,
+                      lateness=("none: the job has no windows" if job not in WINDOWED_JOBS
+                                else "as the job reported it (a file has no partitions to derive it from)"
+                                if file is not None else LATENESS_RULE_TEXT))
     verdict.ok = rows.ok and acc.ok
-    verdict.caught_up = watermark >= reachable
+    verdict.caught_up = caught_up
     return verdict
-
-
-def _first_window_end(job: str, opts: JobOptions, pickup_ms: int) -> int:
-    """The end of the earliest window the trip belongs to (the first one to close)."""
-    if job == "session":
-        return pickup_ms + opts.gap_ms
-    if job in ("sliding", "surge"):
-        last_start = pickup_ms // opts.slide_ms * opts.slide_ms
-        return last_start - (opts.window_ms - opts.slide_ms) + opts.window_ms
-    return pickup_ms // opts.window_ms * opts.window_ms + opts.window_ms
 
 
 def _compare_rows(spec: Any, truth: Any, table_rows: list[tuple[Any, ...]], watermark: float) -> RowDiff:
@@ -346,85 +365,3 @@ def verify_until(stack: Stack, job: str, wait_s: float, file: Path | None = None
         if (verdict.ok and verdict.caught_up) or time.monotonic() >= deadline:
             return verdict
         time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
-
-
-def _compare_sessions(opts: JobOptions, events: list[tuple[Any, ...]], late_keys: set[tuple[Any, ...]],
-                      table_rows: list[tuple[Any, ...]], watermark: float) -> RowDiff:
-    """Sessions: each key's written sessions must cut its on-time trips into consecutive runs.
-
-    A run equal to a batch session is ``equal``. Flink may also write one batch session as two
-    pieces: a piece fires when the watermark passes its end, and a trip that would have joined
-    it, arriving later but not late for its own gap window, starts a new session. Such a ``split``
-    is accepted only when the stream justifies it: some trip of one piece was read after its
-    partition had already gone past the other piece's end plus the watermark delay. Anything
-    else (a trip missing, counted twice, a piece that is not a consecutive run) is a difference.
-    """
-    gap, delay = opts.gap_ms, opts.watermark_ms
-    at = {name: 3 + FIELDS.index(name) for name in ("pickup_at", "pu_location_id", "do_location_id")}
-    # The highest pickup read in each record's partition before it: a bound on its watermark.
-    seen_before: dict[tuple[Any, ...], int] = {}
-    highest: dict[int, int] = {}
-    for e in sorted(events, key=lambda e: (e[1], e[2])):
-        seen_before[e[:3]] = highest.get(e[1], -(2**62))
-        highest[e[1]] = max(highest.get(e[1], -(2**62)), e[at["pickup_at"]])
-    trips: dict[tuple[int, int], list[tuple[int, tuple[Any, ...]]]] = {}
-    for e in events:
-        if e[at["do_location_id"]] is not None and e[:3] not in late_keys:
-            trips.setdefault((e[at["pu_location_id"]], e[at["do_location_id"]]), []).append((e[at["pickup_at"]], e[:3]))
-    written: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
-    for pu, do, start, end, n in table_rows:
-        written.setdefault((pu, do), []).append((wall_clock_ms(start), wall_clock_ms(end), n))
-    diff = RowDiff()
-
-    def note(text: str) -> None:
-        if len(diff.examples) < EXAMPLES:
-            diff.examples.append(text)
-
-    def read_after(piece: list[tuple[int, tuple[Any, ...]]], other_end: int) -> bool:
-        return any(seen_before[key] - delay >= other_end - 1 for _, key in piece)
-
-    for pair in sorted(set(trips) | set(written)):
-        runs = sorted(trips.get(pair, []))
-        pieces = sorted(written.get(pair, []))
-        i = 0
-        cut: list[tuple[list[tuple[int, tuple[Any, ...]]], int]] = []  # (trips of a piece, its end)
-        for start, end, n in pieces:
-            piece = runs[i:i + n]
-            consecutive = (len(piece) == n and piece[0][0] == start and piece[-1][0] + gap == end
-                           and all(b[0] - a[0] <= gap for a, b in zip(piece, piece[1:])))
-            if not consecutive:
-                diff.different += 1
-                note(f"session pu={pair[0]} do={pair[1]} from {_show(start, True)} ({n} trips) is not a run "
-                     f"of the batch's trips")
-                continue
-            cut.append((piece, end))
-            i += n
-        if i < len(runs):
-            rest = runs[i:]
-            # Trips left over: still open (the session has not closed) or missing.
-            if rest[-1][0] + gap - 1 > watermark:
-                diff.open += 1
-            else:
-                diff.missing += 1
-                note(f"session pu={pair[0]} do={pair[1]}: {len(rest)} trips from {_show(rest[0][0], True)} "
-                     f"are in no written session")
-        # Join the written pieces into batch sessions and classify each.
-        j = 0
-        while j < len(cut):
-            k = j
-            while k + 1 < len(cut) and cut[k + 1][0][0][0] - cut[k][0][-1][0] <= gap:
-                k += 1
-            diff.compared += 1
-            if k == j:
-                diff.equal += 1
-            else:
-                justified = all(read_after(cut[m + 1][0], cut[m][1]) or read_after(cut[m][0], cut[m + 1][1])
-                                for m in range(j, k))
-                if justified:
-                    diff.split += 1
-                else:
-                    diff.different += 1
-                    note(f"session pu={pair[0]} do={pair[1]} from {_show(cut[j][0][0][0], True)} was written in "
-                         f"{k - j + 1} pieces, but no trip arrived after another piece had closed")
-            j = k + 1
-    return diff

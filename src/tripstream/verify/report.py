@@ -19,6 +19,7 @@ def lines(v: Verdict) -> Iterator[str]:
     yield f"  read {a.records:,} records from {escape(v.source)}"
     yield f"  {'counted':<24}{a.counted:>12,}"
     yield f"  {'reported late':<24}{a.late:>12,}   (late_trips)"
+    yield f"  {'':<24}{'':>12}   lateness {escape(v.lateness)}"
     yield f"  {'rejected as bad':<24}{a.bad:>12,}   (bad_records; the rules reject {a.bad_expected:,})"
     if a.pending:
         yield (f"  {'pending in open ' + unit:<24}{a.pending:>12,}"
@@ -34,9 +35,6 @@ def lines(v: Verdict) -> Iterator[str]:
                   f"({'counted twice' if a.pairs_written > a.pairs_expected else 'lost'})[/]"))
     yield (f"  {unit}: {r.compared:,} compared, {r.equal:,} equal, {r.missing:,} missing, {r.extra:,} extra, "
            f"{r.different:,} different; {r.open:,} still open")
-    if r.split:
-        yield (f"  {r.split:,} {unit} written in pieces: a trip that belonged to a session arrived after the "
-               f"session had closed (justified by the order the records were read)")
     for example in r.examples:
         yield f"    [yellow]{escape(example)}[/]"
     for problem in (a.bad_problems + a.late_problems)[:5]:

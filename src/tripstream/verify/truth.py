@@ -1,11 +1,12 @@
 """The batch truth: each job's result recomputed by DuckDB from the records the job read.
 
-Input is the good trips (with their Kafka coordinates) and the late records the job reported.
-Lateness depends on how partitions interleaved in the stream, which a batch cannot replay; so the
-truth takes the job's late set as given, after checking every late row is plausible (see
-:mod:`tripstream.verify.compare`), and computes everything else from scratch: which windows each
-trip falls in, the aggregates, sessions, surge baselines and anomaly rules. A trip the job lost
-or counted twice then shows up as a window that differs.
+Input is the good trips (with their Kafka coordinates). Lateness is decided per Kafka partition
+(:mod:`tripstream.jobs.windows`), a pure function of each partition's records in offset order, so
+the truth derives the late set itself (:func:`derive_late`) and computes everything else from
+scratch: which windows each trip falls in, the aggregates, sessions, surge baselines and anomaly
+rules. A trip the job lost or counted twice then shows up as a window that differs, and a late
+row the rule does not give as a late_trips difference. Only events taken from a file, which has
+no partitions, fall back on the job's own late set.
 
 All times are epoch milliseconds of the wall-clock read as UTC, as in Flink's TIMESTAMP(3).
 """
@@ -73,6 +74,42 @@ class Truth:
     pending_records: int
     not_applicable: int
     counted_in_rows: int  # sum of the count column over closed rows (record-window pairs)
+
+
+def first_window_end(job: str, opts: JobOptions, pickup_ms: int) -> int:
+    """The end of the earliest window the trip belongs to (the first one to close)."""
+    if job == "session":
+        return pickup_ms + opts.gap_ms
+    if job in ("sliding", "surge"):
+        last_start = pickup_ms // opts.slide_ms * opts.slide_ms
+        return last_start - (opts.window_ms - opts.slide_ms) + opts.window_ms
+    return pickup_ms // opts.window_ms * opts.window_ms + opts.window_ms
+
+
+WINDOWED_JOBS = ("tumbling", "sliding", "session", "surge")
+
+
+def derive_late(job: str, opts: JobOptions, events: Sequence[tuple[Any, ...]]) -> dict[tuple[Any, ...], int]:
+    """The records ``job`` must report late, with the partition watermark each met (ms).
+
+    A record meets the highest pickup read in its partition up to and including it, less the
+    watermark delay; it is late when its first window's end - 1 ms + the allowed lateness is at or
+    behind that (sessions: its own gap window). Bounded-mode (batch) jobs see nothing late.
+    """
+    if job not in WINDOWED_JOBS or opts.mode == "batch":
+        return {}
+    at, dropoff_zone = 3 + FIELDS.index("pickup_at"), 3 + FIELDS.index("do_location_id")
+    highest: dict[tuple[str, int], int] = {}
+    late: dict[tuple[Any, ...], int] = {}
+    for e in sorted(events, key=lambda e: (e[0], e[1], e[2])):
+        part = (e[0], e[1])
+        highest[part] = max(highest.get(part, e[at]), e[at])
+        watermark = highest[part] - opts.watermark_ms
+        if job == "session" and e[dropoff_zone] is None:
+            continue  # no pair, no session: not applicable rather than late
+        if first_window_end(job, opts, e[at]) - 1 + opts.allowed_lateness_ms <= watermark:
+            late[e[:3]] = watermark
+    return late
 
 
 def _connect(events: Sequence[tuple[Any, ...]], late: Sequence[tuple[Any, ...]]) -> duckdb.DuckDBPyConnection:
