@@ -138,14 +138,20 @@ def _through(stack: Stack, name: str, seed: int, fault: Callable[[dict[str, str]
     return verdicts
 
 
-def test_taskmanager_killed_mid_window_restores_from_the_last_checkpoint(clean: Stack) -> None:
+def test_taskmanager_kafka_and_postgres_fail_in_turn_mid_window(clean: Stack) -> None:
+    """The TaskManager killed (the jobs restart from their last checkpoints), then the broker
+    restarted while producing and consuming, then PostgreSQL restarted while the sinks write."""
     stack = clean
 
-    def kill(jids: dict[str, str], topic: str) -> None:  # noqa: ARG001
+    def one_after_another(jids: dict[str, str], topic: str) -> None:  # noqa: ARG001
         _kill_taskmanager(stack)
         _restarted(stack, jids)
+        stack.down("kafka")
+        stack.up("kafka")
+        stack.down("postgres")
+        stack.up("postgres")
 
-    _through(stack, "tm-kill", 21, kill)
+    _through(stack, "tm-kafka-pg", 21, one_after_another, speed=SPEED / 2)
 
 
 def test_taskmanager_killed_three_times_on_the_month_in_file_order(clean: Stack) -> None:
@@ -168,48 +174,22 @@ def test_taskmanager_killed_three_times_on_the_month_in_file_order(clean: Stack)
     assert verdicts["tumbling"].accounting.late > 100  # file order is late-heavy
 
 
-def test_flink_cluster_stopped_and_restarted_then_resumed(clean: Stack) -> None:
-    stack = clean
-
-    def restart(jids: dict[str, str], topic: str) -> None:
-        stack.down("flink")
-        stack.up("flink")
-        _start(stack, topic, parallelism=2, restore=True)
-
-    _through(stack, "flink-restart", 22, restart, parallelism=2)
-
-
-def test_kafka_broker_restarted_while_producing_and_consuming(clean: Stack) -> None:
-    stack = clean
-
-    def restart(jids: dict[str, str], topic: str) -> None:  # noqa: ARG001
-        stack.down("kafka")
-        stack.up("kafka")
-        assert all(stack.flink.job_state(jid) in ("RUNNING", "RESTARTING") for jid in jids.values())
-
-    _through(stack, "kafka-restart", 23, restart, speed=SPEED / 2)
-
-
-def test_postgres_restarted_while_the_sink_writes(clean: Stack) -> None:
-    stack = clean
-
-    def restart(jids: dict[str, str], topic: str) -> None:  # noqa: ARG001
-        stack.down("postgres")
-        stack.up("postgres")
-
-    _through(stack, "pg-restart", 24, restart, parallelism=2, speed=SPEED / 2)
-
-
-def test_savepoint_then_resume_with_another_parallelism(clean: Stack) -> None:
+def test_savepoint_and_rescale_then_the_flink_cluster_restarted_and_resumed(clean: Stack) -> None:
+    """Every job stopped with a savepoint at parallelism 1 and resumed at 2; then the whole Flink
+    cluster stopped and started, and the jobs resubmitted with --resume (their last checkpoints)."""
     stack = clean
     resumed: dict[str, str] = {}
 
-    def rescale(jids: dict[str, str], topic: str) -> None:
+    def rescale_then_restart(jids: dict[str, str], topic: str) -> None:
         for job in jids:
             assert stop(stack, job, savepoint=True) is not None
         resumed.update(_start(stack, topic, parallelism=2, restore=True))
+        _mid_window(stack, resumed)
+        stack.down("flink")
+        stack.up("flink")
+        resumed.update(_start(stack, topic, parallelism=2, restore=True))
 
-    _through(stack, "rescale", 25, rescale)
+    _through(stack, "rescale-restart", 22, rescale_then_restart, speed=SPEED / 2)
     for jid in resumed.values():
         detail = rest_get(stack.flink.rest_url, f"/jobs/{jid}")
         assert max(v["parallelism"] for v in detail["vertices"]) == 2

@@ -2,7 +2,9 @@
 
 The source declares the event-time attribute and its watermark (bounded out-of-orderness) and
 splits good trips from bad records; the sinks declare the PostgreSQL table's primary key, which
-turns Flink's JDBC writes into upserts.
+turns Flink's JDBC writes into upserts. Flink's watermark (periodic, the lowest over the
+partitions read) only measures progress and closes surge's windows: whether a trip is late is
+decided per partition, in :mod:`tripstream.jobs.windows`.
 """
 
 from __future__ import annotations

@@ -4,6 +4,12 @@ Per zone, trips are counted in sliding windows (default 15 min every 5 min). The
 mean count of the zone's previous N windows that had trips (default 12, an hour of slides); a
 window is flagged when its count is at least ``ratio`` times the baseline and at least
 ``min_trips``, so a quiet zone going from one trip to three is not a surge.
+
+Unlike the other windowed jobs, surge needs final windows (the baseline is an OVER in window
+order), so it counts with Flink's window aggregate, behind the per-partition lateness filter of
+:mod:`tripstream.jobs.windows`. That aggregate's watermark never runs ahead of a partition that is
+read, so it drops nothing the filter let through; only a partition that went idle and wakes up
+with trips Flink's watermark has passed can lose them there (``numLateRecordsDropped``).
 """
 
 from __future__ import annotations

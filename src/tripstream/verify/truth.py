@@ -200,15 +200,18 @@ def _sliding(con: duckdb.DuckDBPyConnection, opts: JobOptions, watermark_ms: flo
 def _session(con: duckdb.DuckDBPyConnection, opts: JobOptions, watermark_ms: float) -> Truth:
     gap = opts.gap_ms
     # Flink merges session windows that touch: a trip exactly ``gap`` after the previous one
-    # continues the session, so a new one starts only when the gap is exceeded.
+    # continues the session, so a new one starts only when the gap is exceeded. Both windows
+    # order by the record too: trips with the same pickup (a duplicate) must not swap places.
     rows, ends, counted_rows = _windowed(con, f"""
         WITH ordered AS (
-            SELECT pu_location_id, do_location_id, pickup_at,
+            SELECT pu_location_id, do_location_id, pickup_at, kafka_topic, kafka_partition, kafka_offset,
                    coalesce(pickup_at - lag(pickup_at) OVER w > {gap}, true) AS starts
             FROM ev WHERE watermark_ms IS NULL AND do_location_id IS NOT NULL
-            WINDOW w AS (PARTITION BY pu_location_id, do_location_id ORDER BY pickup_at)),
+            WINDOW w AS (PARTITION BY pu_location_id, do_location_id
+                         ORDER BY pickup_at, kafka_topic, kafka_partition, kafka_offset)),
         numbered AS (
-            SELECT *, sum(starts::INT) OVER (PARTITION BY pu_location_id, do_location_id ORDER BY pickup_at
+            SELECT *, sum(starts::INT) OVER (PARTITION BY pu_location_id, do_location_id
+                                             ORDER BY pickup_at, kafka_topic, kafka_partition, kafka_offset
                                              ROWS UNBOUNDED PRECEDING) AS session_no
             FROM ordered)
         SELECT pu_location_id, do_location_id, min(pickup_at), max(pickup_at) + {gap}, count(*)
