@@ -138,20 +138,20 @@ def _through(stack: Stack, name: str, seed: int, fault: Callable[[dict[str, str]
     return verdicts
 
 
-def test_taskmanager_kafka_and_postgres_fail_in_turn_mid_window(clean: Stack) -> None:
-    """The TaskManager killed (the jobs restart from their last checkpoints), then the broker
-    restarted while producing and consuming, then PostgreSQL restarted while the sinks write."""
+def test_kafka_taskmanager_and_postgres_fail_in_turn_mid_window(clean: Stack) -> None:
+    """The broker restarted while producing and consuming, then the TaskManager killed (the jobs
+    restart from their last checkpoints), then PostgreSQL restarted while the sinks write."""
     stack = clean
 
     def one_after_another(jids: dict[str, str], topic: str) -> None:  # noqa: ARG001
-        _kill_taskmanager(stack)
-        _restarted(stack, jids)
         stack.down("kafka")
         stack.up("kafka")
+        _kill_taskmanager(stack)
+        _restarted(stack, jids)
         stack.down("postgres")
         stack.up("postgres")
 
-    _through(stack, "tm-kafka-pg", 21, one_after_another, speed=SPEED / 2)
+    _through(stack, "kafka-tm-pg", 21, one_after_another, speed=SPEED / 2)
 
 
 def test_taskmanager_killed_three_times_on_the_month_in_file_order(clean: Stack) -> None:

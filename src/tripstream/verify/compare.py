@@ -4,7 +4,8 @@ The verdict holds only when all of it holds:
 - every closed window (or session, alert, row) in PostgreSQL equals the truth: none missing,
   none extra, none different; windows the job's watermark has not closed yet are reported open;
 - the job's bad_records are exactly the records the rules reject, with the same reason;
-- every late_trips row is a good record the job read, late by its own watermark (plausible);
+- late_trips holds exactly the records the lateness rule makes late (derived from each
+  partition's records in offset order), with the partition watermark each met;
 - every record is accounted for once: counted + late + bad + pending + not applicable = read;
 - the record-window pairs summed over the closed rows equal the truth's: none lost, none doubled.
 """
@@ -21,10 +22,10 @@ from typing import Any
 
 from tripstream.events.schema import FIELDS, wall_clock_ms
 from tripstream.jobs.options import JobOptions
+from tripstream.jobs.windows import LATENESS_RULE_TEXT
 from tripstream.stack import Stack
 from tripstream.verify.errors import VerifyError
 from tripstream.verify.payloads import check, ms_to_datetime
-from tripstream.jobs.windows import LATENESS_RULE_TEXT
 from tripstream.verify.truth import RESULT_TABLES, WINDOWED_JOBS, compute, derive_late, first_window_end
 
 EXAMPLES = 5
@@ -286,21 +287,25 @@ def verify(stack: Stack, job: str, file: Path | None = None, now_ms: int | None 
     reachable = float(min(per_partition.values()) - opts.watermark_ms) if per_partition else -_INF
     if math.isnan(watermark):
         watermark = reachable  # not running and not finished: as if it had read everything
-    # A job without windows has nothing to wait for but its rows, which the comparison checks.
-    caught_up = watermark >= reachable or job not in WINDOWED_JOBS
-    # Windows closed for good: a running job's windows stay open to on-time trips of every
-    # partition, so a window is final only once every partition has passed it.
-    if watermark != _INF:
-        watermark = min(watermark, reachable)
+    if job == "surge":
+        # Surge writes a window once Flink's watermark has passed it: later ones are still open.
+        caught_up = watermark >= reachable
+        closed_at = watermark if watermark == _INF else min(watermark, reachable)
+    else:
+        # Every other job's rows are current as the records are processed (windows and sessions
+        # are updated, never fired), so the comparison itself shows whether the job has caught
+        # up; a window is final once every partition has passed it.
+        caught_up = True
+        closed_at = watermark if watermark == _INF else reachable
 
-    truth = compute(job, opts, events, late, watermark)
+    truth = compute(job, opts, events, late, closed_at)
     acc.counted, acc.pending, acc.not_applicable = truth.counted_records, truth.pending_records, truth.not_applicable
-    rows = _compare_rows(spec, truth, table_rows, watermark)
+    rows = _compare_rows(spec, truth, table_rows, closed_at)
     if job in ("tumbling", "sliding", "session"):
         count_at = spec.columns.index("trips")
         acc.pairs_expected = truth.counted_in_rows
         end_at = spec.columns.index(spec.end)
-        acc.pairs_written = sum(r[count_at] for r in table_rows if (wall_clock_ms(r[end_at]) - 1) <= watermark)
+        acc.pairs_written = sum(r[count_at] for r in table_rows if (wall_clock_ms(r[end_at]) - 1) <= closed_at)
     verdict = Verdict(job=job, table=spec.table, flink_job=run["id"], state=state,
                       watermark=("end of input" if watermark == _INF else "none yet" if watermark == -_INF
                                  else _show(int(watermark), True)),
