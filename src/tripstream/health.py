@@ -163,12 +163,13 @@ def _consumer_lag(name: str, rows: Sequence[Mapping[str, Any]], thresholds: Thre
 
 
 def _watermark(name: str, rows: Sequence[Mapping[str, Any]], thresholds: Thresholds) -> Finding | None:
-    """Stalled: not advanced between the last two samples, and too far behind at both.
+    """Stalled: not advanced between the last two samples, too far behind at both, records waiting.
 
     The watermark legitimately trails the newest event by the job's watermark delay, and stands
-    still for up to its idle timeout while a partition goes quiet. Behind the newest event in its
-    topic by more than delay + idle timeout at two fresh samples an interval apart, without
-    moving, it is held back while records wait.
+    still for up to its idle timeout while a partition goes quiet (and for good when the whole
+    topic does). Behind the newest event in its topic by more than delay + idle timeout at two
+    fresh samples an interval apart, without moving, while records wait unread or newer ones keep
+    arriving, it is held back.
     """
     if len(rows) < 2 or any(r.get("state") != "RUNNING" for r in rows[-2:]):
         return None
@@ -190,11 +191,15 @@ def _watermark(name: str, rows: Sequence[Mapping[str, Any]], thresholds: Thresho
     behind = newest - mark
     behind_before = (before.get("newest_event_ms") or newest) - (was if was is not None else mark)
     shown = row.get("watermark") or "none yet"
-    stalled = was is not None and mark <= was and behind > allowed and behind_before > allowed
+    waiting = _lag_total(row) or 0
+    arriving = newest > (before.get("newest_event_ms") or newest)
+    stalled = (was is not None and mark <= was and behind > allowed and behind_before > allowed
+               and (waiting > 0 or arriving))
     if stalled:
+        why = f"{waiting:,} records wait" if waiting else "newer records keep arriving"
         return Finding(name, "watermark", False,
-                       f"stalled at {shown}: not advanced in {thresholds.sample_interval_s:g} s while the newest "
-                       f"event in its topic is {_seconds(behind)} past it ({limit})")
+                       f"stalled at {shown}: not advanced in {thresholds.sample_interval_s:g} s while {why}, the newest "
+                       f"event in its topic {_seconds(behind)} past it ({limit})")
     moved = f"advanced {_seconds(mark - was)}" if was is not None and mark > was else "not advanced"
     return Finding(name, "watermark", True, f"{moved} to {shown}, {_seconds(behind)} behind the newest event ({limit})")
 
@@ -332,7 +337,7 @@ def sample_jobs(stack: Stack, names: Iterable[str] = (), include_ended: bool = F
     return jobs
 
 
-def refresh_metrics(stack: Stack, timeout: float = 5.0, poll_s: float = 0.1) -> bool:
+def refresh_metrics(stack: Stack, timeout: float = 3.0, poll_s: float = 0.1) -> bool:
     """Wait until the REST API's metric cache holds values fetched after this call began.
 
     The JobManager fetches metrics when a request finds its cache older than the fetcher's
