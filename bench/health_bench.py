@@ -8,7 +8,8 @@ does not. Both are measured the way cron would meet them: `tripstream health --j
   in real time (event time runs with the wall clock, as in production); every run must say
   healthy.
 - **failures**, each injected into a healthy job fed at 200 events/s while `health` runs back to
-  back; the detection time runs from the fault to the end of the first run naming it:
+  back, 10 s into a run; the detection time runs from the fault to the end of the first run
+  naming it:
   ``taskmanager-killed`` (SIGKILL, started again at once as a supervisor would),
   ``slower-than-producer`` (a burst at full speed, far beyond what one slot processes: the lag
   really grows), ``partition-held-back`` (one partition's events stop advancing in event time, a
@@ -227,6 +228,8 @@ def detect(stack: Stack, fault: str, timeout: float = 240.0) -> dict[str, Any]:
         thread = threading.Thread(target=loop, daemon=True)
         thread.start()
         wait_until(lambda: len(runs) >= 1, 120, "a first health run before the fault")
+        # Mid-run: the run under way when the fault strikes has half its samples from before it.
+        wait_until(lambda: time.monotonic() - t0 >= runs[0].end + 10, 30, "the fault's moment, 10 s into a run")
         injected = time.monotonic() - t0
         undo = _inject(stack, fault, feeder)
         try:
