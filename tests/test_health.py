@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 
 from tripstream.events import TripEvent
 from tripstream.events.producer import TripProducer
+from tripstream.events.schema import format_epoch_seconds, wall_clock_ms
+from tripstream.events.serializers import JsonSerializer
 from tripstream.health import Thresholds, evaluate
 from tripstream.jobs.options import JobOptions
 from tripstream.jobs.submit import active_job, describe_jobs, stop, submit
@@ -263,6 +269,83 @@ def test_failing_checkpoints_restart_the_job_and_health_says_so(stack: Stack, ru
     assert "failed checkpoints" in failed
     assert failed & {"restarts", "state"}
     assert any("checkpoint" in r and "failed" in r for r in report["reasons"])
+
+
+class _Feed(threading.Thread):
+    """Trips at ``rate`` per second on a real-time event clock, round-robin over two partitions.
+
+    ``hold`` freezes the event time of partition 0 from then on: a stuck upstream clock that
+    holds the watermark back while newer records keep arriving in partition 1.
+    """
+
+    ORIGIN_MS = wall_clock_ms(datetime(2024, 10, 1))
+
+    def __init__(self, stack: Stack, topic: str, rate: int) -> None:
+        super().__init__(daemon=True)
+        self.topic, self.rate = topic, rate
+        self.producer = Producer(stack.settings.kafka.client_config())
+        self.done = threading.Event()
+        self.held_at: int | None = None
+        self.started = time.monotonic()
+
+    def clock_ms(self) -> int:
+        return self.ORIGIN_MS + int((time.monotonic() - self.started) * 1000)
+
+    def hold(self) -> None:
+        self.held_at = self.clock_ms()
+
+    def run(self) -> None:
+        serialize, sent = JsonSerializer().serialize, 0
+        while not self.done.wait(0.05):
+            while sent < (time.monotonic() - self.started) * self.rate:
+                held = self.held_at if sent % 2 == 0 else None
+                at = (held if held is not None else self.clock_ms()) // 1000 * 1000
+                event = TripEvent.from_mapping({"event_id": f"{self.topic}-{sent}", "taxi_type": "green",
+                                                "pickup_at": format_epoch_seconds(at // 1000),
+                                                "pu_location_id": 7 + sent % 5, "total_amount": 12.5,
+                                                "tip_amount": 1.0, "trip_distance": 2.0})
+                self.producer.produce(self.topic, serialize(event), partition=sent % 2, timestamp=at)
+                sent += 1
+            self.producer.poll(0)
+        self.producer.flush(10)
+
+
+@pytest.mark.stack
+def test_a_fed_job_is_healthy_and_a_watermark_held_back_is_named(stack: Stack) -> None:
+    # The issue's symptom: a job fed in real time, sampled a few seconds apart, was reported as
+    # lagging with a stalled watermark (each sample read the metric cache of the one before).
+    if active_job(stack, "tumbling"):
+        stop(stack, "tumbling")
+    topic = f"health-fed-{uuid.uuid4().hex[:8]}"
+    ensure_topic(stack.settings.kafka, topic, partitions=2)
+    feed = _Feed(stack, topic, rate=40)
+    feed.start()
+    try:
+        submit(stack, JobOptions(job="tumbling", topic=topic, watermark_ms=2_000, idle_timeout_ms=1_000))
+        wait_until(lambda: bool((row := _job_row(stack, "tumbling")).get("last_checkpoint")
+                                and row.get("source_offsets") and row.get("watermark_ms")), 120,
+                   "the fed tumbling job's first checkpoint, source metrics and watermark")
+        code, report = _health("--sample-interval", "2", "--samples", "4")
+        assert (code, report["reasons"]) == (0, [])
+        checks = {c["check"]: c["detail"] for c in report["checks"] if c["subject"] == "tumbling"}
+        assert "advanced" in checks["watermark"] and "allowed 3.0 s" in checks["watermark"]
+
+        feed.hold()
+        verdicts: list[dict] = []
+
+        def named() -> bool:
+            verdicts.append(_health("--sample-interval", "2", "--samples", "3")[1])
+            return not verdicts[-1]["healthy"]
+
+        wait_until(named, 90, "health naming the watermark held back by partition 0")
+        failed = {c["check"] for c in verdicts[-1]["checks"] if not c["ok"]}
+        assert failed == {"watermark"}, verdicts[-1]["reasons"]
+        assert "newer records keep arriving" in verdicts[-1]["reasons"][0] or "records wait" in verdicts[-1]["reasons"][0]
+    finally:
+        feed.done.set()
+        feed.join(30)
+        if active_job(stack, "tumbling"):
+            stop(stack, "tumbling")
 
 
 def _free_port() -> int:

@@ -174,10 +174,11 @@ def _watermark(name: str, rows: Sequence[Mapping[str, Any]], thresholds: Thresho
     if len(rows) < 2 or any(r.get("state") != "RUNNING" for r in rows[-2:]):
         return None
     before, row = rows[-2], rows[-1]
-    allowed = (row.get("watermark_delay_ms") or _DEFAULT_WATERMARK_DELAY_MS) + \
-        (row.get("idle_timeout_ms") or _DEFAULT_IDLE_TIMEOUT_MS)
-    limit = (f"allowed {_seconds(allowed)}: watermark delay {_seconds(row.get('watermark_delay_ms') or 0)} "
-             f"+ idle timeout {_seconds(row.get('idle_timeout_ms') or 0)}")
+    delay, idle = row.get("watermark_delay_ms"), row.get("idle_timeout_ms")
+    delay = _DEFAULT_WATERMARK_DELAY_MS if delay is None else delay
+    idle = _DEFAULT_IDLE_TIMEOUT_MS if idle is None else idle
+    allowed = delay + idle
+    limit = f"allowed {_seconds(allowed)}: watermark delay {_seconds(delay)} + idle timeout {_seconds(idle)}"
     was, mark = before.get("watermark_ms"), row.get("watermark_ms")
     newest = row.get("newest_event_ms")
     if mark is None:
@@ -337,7 +338,7 @@ def sample_jobs(stack: Stack, names: Iterable[str] = (), include_ended: bool = F
     return jobs
 
 
-def refresh_metrics(stack: Stack, timeout: float = 3.0, poll_s: float = 0.1) -> bool:
+def refresh_metrics(stack: Stack, timeout: float = 5.0, poll_s: float = 0.1) -> bool:
     """Wait until the REST API's metric cache holds values fetched after this call began.
 
     The JobManager fetches metrics when a request finds its cache older than the fetcher's
