@@ -11,8 +11,8 @@ does not. Both are measured the way cron would meet them: `tripstream health --j
   back, 10 s into a run; the detection time runs from the fault to the end of the first run
   naming it:
   ``taskmanager-killed`` (SIGKILL, started again at once as a supervisor would),
-  ``slower-than-producer`` (a burst at full speed, far beyond what one slot processes: the lag
-  really grows), ``partition-held-back`` (one partition's events stop advancing in event time, a
+  ``slower-than-producer`` (fed 5,000 events/s, the TaskManager gets a tenth of a CPU, as a
+  throttled container would: the lag really grows), ``partition-held-back`` (one partition's events stop advancing in event time, a
   stuck upstream clock, while the others go on: the watermark stalls while newer records arrive),
   ``failing-checkpoint`` (the job's checkpoint directory turns into a file), ``postgres-stopped``.
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -40,7 +41,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 from tripstream.config import load_settings
-from tripstream.events.producer import TripProducer, synthetic_items
+from tripstream.events.producer import synthetic_items
 from tripstream.events.schema import TripEvent, event_time_ms, format_epoch_seconds, wall_clock_ms
 from tripstream.events.serializers import JsonSerializer
 from tripstream.events.synthetic import SyntheticStream
@@ -48,6 +49,7 @@ from tripstream.jobs.options import JobOptions
 from tripstream.jobs.submit import active_job, describe_jobs, stop, submit
 from tripstream.kafka.topics import ensure_topic
 from tripstream.stack import Stack
+from tripstream.stack.errors import WaitTimeout
 from tripstream.stack.process import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +61,10 @@ FAULTS = ("taskmanager-killed", "slower-than-producer", "partition-held-back", "
 EXPECTED = {"taskmanager-killed": {"state", "restarts"}, "slower-than-producer": {"consumer lag"},
             "partition-held-back": {"watermark"}, "failing-checkpoint": {"failed checkpoints"},
             "postgres-stopped": {"reachable"}}
+
+
+# The feed of each fault's job, events/s: 200, but a throttled job must have more to fall behind on.
+FEED_RATE = {"slower-than-producer": 5000}
 
 
 class Feeder(threading.Thread):
@@ -185,14 +191,25 @@ def _inject(stack: Stack, fault: str, feeder: Feeder) -> Callable[[], None]:
         stack.up("flink")  # what a supervisor does
         return lambda: None
     if fault == "slower-than-producer":
-        burst = TripProducer(stack.settings.kafka, feeder.topic)
-        items = synthetic_items(SyntheticStream(13, START, rate=200.0, limit=3_000_000))
-        thread = threading.Thread(target=burst.send, args=(items,), daemon=True)
+        # A CPU quota, the way a throttled container gets one: the TaskManager runs 50 ms of every
+        # 500 ms (SIGSTOP/SIGCONT), a tenth of what it had, and falls behind a 5,000 events/s feed.
+        pid = stack.flink.process("taskmanager").pid()
+        done = threading.Event()
+
+        def throttle() -> None:
+            while not done.is_set():
+                os.kill(pid, signal.SIGSTOP)
+                done.wait(0.45)
+                os.kill(pid, signal.SIGCONT)
+                done.wait(0.05)
+
+        thread = threading.Thread(target=throttle, daemon=True)
         thread.start()
 
         def undo() -> None:
-            burst.stop.set()
-            thread.join(120)
+            done.set()
+            thread.join(10)
+            os.kill(pid, signal.SIGCONT)
         return undo
     if fault == "partition-held-back":
         feeder.hold(0)
@@ -216,7 +233,7 @@ def _inject(stack: Stack, fault: str, feeder: Feeder) -> Callable[[], None]:
 
 def detect(stack: Stack, fault: str, timeout: float = 240.0) -> dict[str, Any]:
     """Inject ``fault`` into a healthy job while health runs back to back; time until it is named."""
-    with fed_job(stack, 200, f"health-{fault}") as feeder:
+    with fed_job(stack, FEED_RATE.get(fault, 200), f"health-{fault}") as feeder:
         t0 = time.monotonic()
         runs: list[Run] = []
         stop_runs = threading.Event()
@@ -235,15 +252,18 @@ def detect(stack: Stack, fault: str, timeout: float = 240.0) -> dict[str, Any]:
         try:
             wait_until(lambda: any(r.end > injected and r.names(EXPECTED[fault]) for r in runs), timeout,
                        f"health naming {fault}")
+        except WaitTimeout:
+            pass  # reported as not detected, with every run's reasons
         finally:
             stop_runs.set()
             undo()
             thread.join(300)
-        first = next(r for r in runs if r.end > injected and r.names(EXPECTED[fault]))
-        return {"fault": fault, "injected_at_s": round(injected, 1), "detected_after_s": round(first.end - injected, 1),
+        first = next((r for r in runs if r.end > injected and r.names(EXPECTED[fault])), None)
+        return {"fault": fault, "feed_per_s": feeder.rate, "injected_at_s": round(injected, 1),
+                "detected_after_s": None if first is None else round(first.end - injected, 1),
                 "before_fault": [{"code": r.code, "reasons": r.reasons} for r in runs if r.end <= injected],
-                "reasons": first.reasons,
-                "runs": [{"start": r.start, "end": r.end, "code": r.code} for r in runs]}
+                "reasons": [] if first is None else first.reasons,
+                "runs": [{"start": r.start, "end": r.end, "code": r.code, "reasons": r.reasons} for r in runs]}
 
 
 def _markdown(result: dict[str, Any]) -> str:
@@ -255,7 +275,8 @@ def _markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {h['rate']:,.0f} events/s | {h['produced_per_s']:,.0f}/s | {h['runs']} | {h['unhealthy']} |")
     lines += ["", "| fault | detected after | named by |", "|---|---|---|"]
     for d in result["faults"]:
-        lines.append(f"| {d['fault']} | {d['detected_after_s']} s | {'; '.join(d['reasons'])[:300]} |")
+        after = "not detected" if d["detected_after_s"] is None else f"{d['detected_after_s']} s"
+        lines.append(f"| {d['fault']} (fed {d['feed_per_s']:,.0f}/s) | {after} | {'; '.join(d['reasons'])[:300]} |")
     return "\n".join(lines) + "\n"
 
 

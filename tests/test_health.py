@@ -103,6 +103,10 @@ def _moving(lags: list[int], event_lags_ms: list[int] | None = None) -> list[dic
 def test_lag_that_grows_at_every_sample_beyond_the_records_limit_fires() -> None:
     assert _failed_over(_moving([0, 4_000, 8_000, 12_000, 16_000])) == ["consumer lag"]
     assert _failed_over(_moving([0, 4_000, 8_000, 12_000, 16_000]), lag_records=20_000) == []
+    # One step down (a fetch batch landed between two samples) does not hide a job falling behind.
+    assert _failed_over(_moving([0, 9_000, 8_000, 15_000, 20_000])) == ["consumer lag"]
+    # With two samples, the one step must rise.
+    assert _failed_over(_moving([0, 16_000]), samples=2) == ["consumer lag"]
 
 
 def test_lag_that_grows_in_event_time_fires_at_any_rate() -> None:
@@ -117,8 +121,8 @@ def test_lag_that_wobbles_or_grows_little_does_not_fire() -> None:
     assert _failed_over(_moving([102, 812, 300, 900, 150], [500, 4_000, 1_500, 4_500, 700])) == []
     # Growing at every sample but within both limits: a busy moment, not falling behind.
     assert _failed_over(_moving([100, 200, 300, 400, 500], [500, 600, 700, 800, 900])) == []
-    # Far beyond the limit over the window, but it fell back in between.
-    assert _failed_over(_moving([0, 9_000, 8_000, 15_000, 20_000])) == []
+    # Far beyond the limit over the window, but up and down: two steps of four fell.
+    assert _failed_over(_moving([0, 12_000, 3_000, 14_000, 11_000])) == []
     # Shrinking lag.
     assert _failed_over(_moving([20_000, 15_000, 10_000, 5_000, 0])) == []
 
