@@ -216,7 +216,7 @@ def _inject(stack: Stack, fault: str, feeder: Feeder) -> Callable[[], None]:
         return lambda: None
     if fault == "failing-checkpoint":
         job = active_job(stack, "tumbling")
-        job_dir = stack.flink.checkpoints_dir / job["id"]
+        job_dir = stack.flink.checkpoints_dir / job["jid"]
         kept = job_dir.with_name(job_dir.name + ".kept")
         job_dir.rename(kept)
         job_dir.touch()
