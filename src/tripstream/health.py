@@ -23,7 +23,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tripstream.jobs.submit import describe_jobs
+from tripstream.kafka.errors import KafkaError
+from tripstream.kafka.lag import partition_lag, record_times
 from tripstream.stack import Stack
+from tripstream.stack.flink import rest_get
 
 # The states a job passes through while it is alive; RESTARTING and FAILING are alive but ill.
 _ALIVE = {"CREATED", "INITIALIZING", "RUNNING", "RESTARTING", "RECONCILING", "CANCELLING", "FAILING"}
@@ -281,8 +285,6 @@ def _event_times(stack: Stack, row: dict[str, Any], newest: dict[str, dict[int, 
     and the last record the job read there (0 for a partition read to its end). ``newest`` caches
     the last record times per topic within one sample.
     """
-    from tripstream.kafka.lag import record_times
-
     gaps: list[int] = []
     newest_ms: list[int] = []
     for topic in {p["topic"] for p in row.get("lag") or []}:
@@ -312,9 +314,6 @@ def sample_jobs(stack: Stack, names: Iterable[str] = (), include_ended: bool = F
     health rules measure in event time: the newest event in the job's topic, how far behind it
     the job's position is, and the job's watermark delay and idle timeout.
     """
-    from tripstream.jobs.submit import describe_jobs
-    from tripstream.kafka.lag import partition_lag
-
     wanted = set(names)
     newest: dict[str, dict[str, Any]] = {}
     for row in describe_jobs(stack, metrics=True):  # newest first
@@ -351,8 +350,6 @@ def refresh_metrics(stack: Stack, timeout: float = 5.0, poll_s: float = 0.1) -> 
     differs. False when that did not happen within ``timeout`` (a TaskManager not answering):
     the sample is then taken as it is, and the report says how many samples were fresh.
     """
-    from tripstream.stack.flink import rest_get
-
     base = stack.flink.rest_url
 
     def marks() -> dict[str, Any]:
@@ -384,8 +381,6 @@ def check_health(stack: Stack, thresholds: Thresholds,
     Flink not answering raises (:class:`tripstream.jobs.submit.JobError`): without it nothing
     can be judged, and the caller says so in one line.
     """
-    from tripstream.kafka.errors import KafkaError
-
     report = HealthReport(sample_interval_s=thresholds.sample_interval_s, samples=thresholds.samples)
     try:
         samples: list[dict[str, dict[str, Any]]] = []
