@@ -65,6 +65,7 @@ EXPECTED = {"taskmanager-killed": {"state", "restarts"}, "slower-than-producer":
 
 # The feed of each fault's job, events/s: 200, but a throttled job must have more to fall behind on.
 FEED_RATE = {"slower-than-producer": 5000}
+CPU_SHARE = 0.1  # of its time the throttled TaskManager may run (--cpu-share)
 
 
 class Feeder(threading.Thread):
@@ -191,17 +192,17 @@ def _inject(stack: Stack, fault: str, feeder: Feeder) -> Callable[[], None]:
         stack.up("flink")  # what a supervisor does
         return lambda: None
     if fault == "slower-than-producer":
-        # A CPU quota, the way a throttled container gets one: the TaskManager runs 50 ms of every
-        # 500 ms (SIGSTOP/SIGCONT), a tenth of what it had, and falls behind a 5,000 events/s feed.
+        # A CPU quota, the way a throttled container gets one: the TaskManager runs CPU_SHARE of
+        # every 500 ms (SIGSTOP/SIGCONT), and falls behind a 5,000 events/s feed.
         pid = stack.flink.process("taskmanager").pid()
         done = threading.Event()
 
         def throttle() -> None:
             while not done.is_set():
                 os.kill(pid, signal.SIGSTOP)
-                done.wait(0.45)
+                done.wait(0.5 * (1 - CPU_SHARE))
                 os.kill(pid, signal.SIGCONT)
-                done.wait(0.05)
+                done.wait(0.5 * CPU_SHARE)
 
         thread = threading.Thread(target=throttle, daemon=True)
         thread.start()
@@ -259,7 +260,8 @@ def detect(stack: Stack, fault: str, timeout: float = 240.0) -> dict[str, Any]:
             undo()
             thread.join(300)
         first = next((r for r in runs if r.end > injected and r.names(EXPECTED[fault])), None)
-        return {"fault": fault, "feed_per_s": feeder.rate, "injected_at_s": round(injected, 1),
+        return {"fault": fault, "feed_per_s": feeder.rate,
+                "cpu_share": CPU_SHARE if fault == "slower-than-producer" else None, "injected_at_s": round(injected, 1),
                 "detected_after_s": None if first is None else round(first.end - injected, 1),
                 "before_fault": [{"code": r.code, "reasons": r.reasons} for r in runs if r.end <= injected],
                 "reasons": [] if first is None else first.reasons,
@@ -285,7 +287,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10, help="health runs per healthy rate")
     parser.add_argument("--rates", default="10,200,5000", help="healthy rates, events/s ('' for none)")
     parser.add_argument("--faults", default="all", help="all, none, or names: " + ",".join(FAULTS))
+    parser.add_argument("--cpu-share", type=float, default=CPU_SHARE,
+                        help="slower-than-producer: the share of time the TaskManager may run")
     args = parser.parse_args()
+    globals()["CPU_SHARE"] = args.cpu_share
     stack = Stack(load_settings())
     faults = FAULTS if args.faults == "all" else tuple(f for f in args.faults.split(",") if f and f != "none")
     result: dict[str, Any] = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cores": os.cpu_count(),
