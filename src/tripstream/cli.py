@@ -475,7 +475,7 @@ def health(
     max_restarts: Annotated[int, typer.Option(min=0, help="Restarts a job may have had.")] = 0,
     sample_interval: Annotated[float, typer.Option(min=0, help="Seconds between consecutive samples.")] = 5.0,
     samples: Annotated[int, typer.Option(min=2, help="Fresh samples to take; lag growth and watermark progress are judged over (samples - 1) x interval.")] = 5,
-    lag_records: Annotated[int, typer.Option(min=1, help="Consumer lag fires when it grew at every sample and by at least this many records...")] = 10_000,
+    lag_records: Annotated[int, typer.Option(min=1, help="Consumer lag fires when it rose at every step between samples but one, and by at least this many records...")] = 10_000,
     lag_seconds: Annotated[float, typer.Option(min=0, help="... or by at least this many seconds of event time.")] = 10.0,
 ) -> None:
     """Check the running jobs against thresholds: exit 0 healthy, 1 unhealthy (reasons listed), 2 bad usage."""
