@@ -475,14 +475,18 @@ def health(
     checkpoint_age: Annotated[float, typer.Option(min=0, help="Unhealthy when the last checkpoint is older than this many checkpoint intervals.")] = 3.0,
     max_failed_checkpoints: Annotated[Optional[int], typer.Option(min=0, help="Failed checkpoints a job may have had in all (default: only new failures count).")] = None,
     max_restarts: Annotated[int, typer.Option(min=0, help="Restarts a job may have had.")] = 0,
-    sample_interval: Annotated[float, typer.Option(min=0, help="Seconds between the two samples (lag growth, watermark progress).")] = 5.0,
+    sample_interval: Annotated[float, typer.Option(min=0, help="Seconds between consecutive samples.")] = 5.0,
+    samples: Annotated[int, typer.Option(min=2, help="Fresh samples to take; lag growth and watermark progress are judged over (samples - 1) x interval.")] = 5,
+    lag_records: Annotated[int, typer.Option(min=1, help="Consumer lag fires when it rose at every step between samples but one, and by at least this many records...")] = 10_000,
+    lag_seconds: Annotated[float, typer.Option(min=0, help="... or by at least this many seconds of event time.")] = 10.0,
 ) -> None:
     """Check the running jobs against thresholds: exit 0 healthy, 1 unhealthy (reasons listed), 2 bad usage."""
     from tripstream.health import Thresholds, check_health
     from tripstream.stack import Stack
 
     thresholds = Thresholds(checkpoint_age_factor=checkpoint_age, max_failed_checkpoints=max_failed_checkpoints,
-                            max_restarts=max_restarts, sample_interval_s=sample_interval, jobs=tuple(job))
+                            max_restarts=max_restarts, sample_interval_s=sample_interval, samples=samples,
+                            lag_records=lag_records, lag_seconds=lag_seconds, jobs=tuple(job))
     try:
         report = check_health(Stack(settings()), thresholds)
     except TripstreamError as exc:

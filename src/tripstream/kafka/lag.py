@@ -86,6 +86,39 @@ def partition_lag(settings: KafkaSettings, topic: str, group: str,
     return result
 
 
+def record_times(settings: KafkaSettings, topic: str, offsets: Mapping[int, int],
+                 timeout: float = 5.0) -> dict[int, int]:
+    """The record timestamp (our producer's event time) at ``offsets`` (partition -> offset).
+
+    Two reads of one record per partition say how far behind in event time a consumer is: the
+    record at its position against the newest one. A partition whose record cannot be read in
+    ``timeout`` (deleted by retention, say) is left out.
+    """
+    wanted = {p: off for p, off in offsets.items() if off >= 0}
+    if not wanted:
+        return {}
+    consumer = _consumer(settings, "tripstream-inspect")
+    times: dict[int, int] = {}
+    try:
+        consumer.assign([TopicPartition(topic, p, off) for p, off in wanted.items()])
+        pending = set(wanted)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None or msg.error() or msg.partition() not in pending:
+                continue
+            if msg.offset() >= wanted[msg.partition()]:
+                pending.discard(msg.partition())
+                kind, ts = msg.timestamp()
+                if kind and ts > 0:
+                    times[msg.partition()] = ts
+    except KafkaException as exc:
+        raise KafkaError(f"cannot read {topic!r}: {exc.args[0].str()}") from None
+    finally:
+        consumer.close()
+    return times
+
+
 def latest_event_ms(settings: KafkaSettings, topic: str, timeout: float = 5.0) -> int | None:
     """The newest record timestamp at the end of ``topic`` (our producer's event time), or None.
 
@@ -93,26 +126,5 @@ def latest_event_ms(settings: KafkaSettings, topic: str, timeout: float = 5.0) -
     wall-clock read as UTC, the same clock as Flink's watermarks, so the two can be subtracted.
     """
     ends = end_offsets(settings, topic, timeout)
-    wanted = {p: end - 1 for p, end in ends.items() if end > 0}
-    if not wanted:
-        return None
-    consumer = _consumer(settings, "tripstream-inspect")
-    newest: int | None = None
-    try:
-        consumer.assign([TopicPartition(topic, p, off) for p, off in wanted.items()])
-        pending = set(wanted)
-        deadline = time.monotonic() + timeout
-        while pending and time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is None or msg.error():
-                continue
-            if msg.offset() >= wanted.get(msg.partition(), 1 << 62):
-                pending.discard(msg.partition())
-                kind, ts = msg.timestamp()
-                if kind and ts > 0:
-                    newest = ts if newest is None else max(newest, ts)
-    except KafkaException as exc:
-        raise KafkaError(f"cannot read the end of {topic!r}: {exc.args[0].str()}") from None
-    finally:
-        consumer.close()
-    return newest
+    times = record_times(settings, topic, {p: end - 1 for p, end in ends.items() if end > 0}, timeout)
+    return max(times.values(), default=None)
