@@ -13,6 +13,7 @@ It runs on a stack of its own (state in .tripstream-chaos, ports 2xxxx), so the 
 tables are left alone; the stack is stopped at the end unless --keep.
 
     .venv/bin/python bench/chaos.py [--kills 5] [--speed 40000] [--seed N] [--parallelism 1]
+                                    [--jobs tumbling,sliding,session,passthrough] [--checkpoint-interval 5]
 """
 
 from __future__ import annotations
@@ -58,11 +59,24 @@ def _restored(stack: Stack, jid: str) -> bool:
     return latest.get("restored") is not None and stack.flink.job_state(jid) == "RUNNING"
 
 
-def _restore_count(stack: Stack, jid: str) -> int:
-    return rest_get(stack.flink.rest_url, f"/jobs/{jid}/checkpoints").get("counts", {}).get("restored", 0)
+def _counts(stack: Stack, jid: str) -> dict[str, int]:
+    return rest_get(stack.flink.rest_url, f"/jobs/{jid}/checkpoints").get("counts", {})
 
 
-def run(stack: Stack, kills: int, speed: float, seed: int, parallelism: int) -> bool:
+def _taskmanager_pid(stack: Stack) -> int:
+    found: list[int] = []
+
+    def alive() -> bool:
+        pid = stack.flink.process("taskmanager").pid()
+        found[:] = [pid] if pid is not None else []
+        return bool(found)
+
+    wait_until(alive, 60, "a TaskManager to kill")
+    return found[0]
+
+
+def run(stack: Stack, kills: int, speed: float, seed: int, parallelism: int, jobs: tuple[str, ...] = JOBS,
+        checkpoint_ms: int = 5000) -> bool:
     topic = f"chaos-{uuid.uuid4().hex[:8]}"
     ensure_topic(stack.settings.kafka, topic, partitions=4)
     with stack.postgres.connect() as conn:
@@ -70,17 +84,17 @@ def run(stack: Stack, kills: int, speed: float, seed: int, parallelism: int) -> 
         conn.execute(f"TRUNCATE {RESULT_TABLES}")
 
     def start(job: str) -> str:
-        return submit(stack, JobOptions(job=job, topic=topic, parallelism=parallelism, checkpoint_interval_ms=5000),
-                      timeout=300)
+        return submit(stack, JobOptions(job=job, topic=topic, parallelism=parallelism,
+                                        checkpoint_interval_ms=checkpoint_ms), timeout=300)
 
-    with ThreadPoolExecutor(len(JOBS)) as pool:
-        jids = dict(zip(JOBS, pool.map(start, JOBS)))
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        jids = dict(zip(jobs, pool.map(start, jobs)))
     source = open_trip_file(MONTH)
     items = list(file_items(source, order="file"))
     clocks = [c for c, _ in items if c is not None]
     seconds = (max(clocks) - min(clocks)) / 1000 / speed  # about how long the paced replay takes
     print(f"chaos: {len(items):,} records of {MONTH.name} in file order into {topic} (4 partitions) at "
-          f"{speed:g}x, about {seconds:.0f} s; jobs {', '.join(JOBS)} at parallelism {parallelism}; "
+          f"{speed:g}x, about {seconds:.0f} s; jobs {', '.join(jobs)} at parallelism {parallelism}; "
           f"{kills} TaskManager kills", flush=True)
     producer = TripProducer(stack.settings.kafka, topic)
     produced: dict[str, ProduceReport] = {}
@@ -93,15 +107,19 @@ def run(stack: Stack, kills: int, speed: float, seed: int, parallelism: int) -> 
     recoveries: list[float] = []
     for n, moment in enumerate(moments, 1):
         wait_until(lambda: time.monotonic() - started >= moment, moment + 600, f"kill {n}'s moment")
-        before = {job: _restore_count(stack, jid) for job, jid in jids.items()}
-        pid = stack.flink.process("taskmanager").pid()
+        before = {job: _counts(stack, jid) for job, jid in jids.items()}
+        pid = _taskmanager_pid(stack)
         killed = time.monotonic()
         stack.flink.process("taskmanager").kill()
         stack.up("flink")
         for job, jid in jids.items():
-            wait_until(lambda: _restore_count(stack, jid) > before[job] and _restored(stack, jid), 300,
-                       f"{job} running again after kill {n}")
+            wait_until(lambda: _counts(stack, jid).get("restored", 0) > before[job].get("restored", 0)
+                       and _restored(stack, jid), 300, f"{job} running again after kill {n}")
         recoveries.append(time.monotonic() - killed)
+        # The next kill comes after a checkpoint of the new attempt, so each kill loses work.
+        for job, jid in jids.items():
+            done = _counts(stack, jid).get("completed", 0)
+            wait_until(lambda: _counts(stack, jid).get("completed", 0) > done, 120, f"a checkpoint of {job}")
         print(f"kill {n}/{kills} at {killed - started:5.1f} s: TaskManager pid {pid} SIGKILL; every job running "
               f"again from its last checkpoint after {recoveries[-1]:.1f} s", flush=True)
     thread.join()
@@ -118,12 +136,12 @@ def run(stack: Stack, kills: int, speed: float, seed: int, parallelism: int) -> 
     print(f"chaos: {report.delivered:,} records delivered in {time.monotonic() - started:.0f} s, then one trip "
           f"in December to each partition to close every window", flush=True)
     ok = True
-    for job in JOBS:
+    for job in jobs:
         verdict = verify_until(stack, job, 300)
         for line in lines(verdict):
             print(_plain(line))
         ok = ok and verdict.ok and verdict.caught_up
-    for job in JOBS:
+    for job in jobs:
         stop(stack, job)
     mean = sum(recoveries) / len(recoveries) if recoveries else 0.0
     print(f"chaos verdict: {'PASS' if ok else 'FAIL'}: {kills} TaskManager kills (running again after "
@@ -144,15 +162,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", type=float, default=40000.0, help="times the event clock (default 40000)")
     parser.add_argument("--seed", type=int, default=int(time.time()), help="where the kills fall")
     parser.add_argument("--parallelism", type=int, default=1, help="of every job (default 1)")
+    parser.add_argument("--jobs", default=",".join(JOBS), help=f"comma-separated (default {','.join(JOBS)})")
+    parser.add_argument("--checkpoint-interval", type=float, default=5.0, help="seconds (default 5)")
     parser.add_argument("--keep", action="store_true", help="leave the chaos stack running")
     args = parser.parse_args(argv)
-    if args.kills < 0 or args.speed <= 0 or args.parallelism < 1:
-        parser.error("--kills must be >= 0, --speed > 0 and --parallelism >= 1")
+    jobs = tuple(j.strip() for j in args.jobs.split(",") if j.strip())
+    if args.kills < 0 or args.speed <= 0 or args.parallelism < 1 or args.checkpoint_interval <= 0:
+        parser.error("--kills must be >= 0, --speed, --checkpoint-interval > 0 and --parallelism >= 1")
+    if not jobs or not set(jobs) <= set(JOBS):
+        parser.error(f"--jobs takes some of {', '.join(JOBS)}")
     stack = Stack(load_settings(env=CHAOS_ENV))
     stack.down(purge=True)
     stack.up()
     try:
-        ok = run(stack, args.kills, args.speed, args.seed, args.parallelism)
+        ok = run(stack, args.kills, args.speed, args.seed, args.parallelism, jobs, int(args.checkpoint_interval * 1000))
     finally:
         if not args.keep:
             stack.down()

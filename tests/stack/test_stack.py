@@ -43,7 +43,7 @@ def test_status_json_names_addresses_versions_and_pids(stack: Stack) -> None:
     assert status["postgres"]["dsn"].startswith(
         f"postgresql://tripstream:***@127.0.0.1:{TEST_ENV['TRIPSTREAM_POSTGRES_PORT']}/")
     assert status["flink"]["taskmanagers"] == 1
-    assert status["flink"]["slots_total"] == 4
+    assert status["flink"]["slots_total"] == int(TEST_ENV["TRIPSTREAM_FLINK_SLOTS"])
     assert isinstance(status["postgres"]["pid"], int)
     assert len(status["flink"]["pid"]) == 2
 
