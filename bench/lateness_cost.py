@@ -56,6 +56,10 @@ def _checkout(ref: str) -> Path:
     if not (where / "src" / "tripstream").is_dir():
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--force", "--detach", str(where), ref],
                        check=True, capture_output=True)
+    jars = where / "build" / "jars"  # the earlier checkout finds this checkout's jars where it looks
+    if not jars.exists():
+        jars.parent.mkdir(parents=True, exist_ok=True)
+        jars.symlink_to(ROOT / "build" / "jars")
     return where / "src"
 
 

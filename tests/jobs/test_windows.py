@@ -98,6 +98,28 @@ def test_sessions_follow_flinks_gap_rule(stack: Stack) -> None:
     assert rows == [(802, "08:00", "08:13", 3), (802, "08:20", "08:25", 1), (803, "08:01", "08:06", 1)]
 
 
+@pytest.mark.parametrize(("lateness", "sessions", "late"), [
+    (0, [("08:00", "08:05", 1), ("08:20", "08:25", 1)], 1),
+    (900_000, [("08:00", "08:07", 2), ("08:20", "08:25", 1)], 0),
+])
+def test_session_allowed_lateness_updates_the_written_session(stack: Stack, lateness: int,
+                                                              sessions: list[tuple[str, str, int]], late: int) -> None:
+    # 08:20 moves the partition to 08:19:45: the gap window of 08:02, [08:02, 08:07), had closed.
+    # With 15 min of allowed lateness it still joins the 08:00 session, whose row is updated.
+    topic, _ = _send(stack, [_trip("2021-02-03 08:00:00", 811, do_location_id=812),
+                             _trip("2021-02-03 08:20:00", 811, do_location_id=812),
+                             _trip("2021-02-03 08:02:00", 811, do_location_id=812)])
+    with stack.postgres.connect() as conn:
+        conn.execute("DELETE FROM pair_sessions WHERE pu_location_id = 811")
+    _bounded(stack, job="session", topic=topic, allowed_lateness_ms=lateness, startup="earliest")
+    rows = _query(stack, "SELECT to_char(session_start, 'HH24:MI'), to_char(session_end, 'HH24:MI'), trips "
+                         "FROM pair_sessions WHERE pu_location_id = 811 ORDER BY 1")
+    assert rows == sessions
+    reported = _query(stack, "SELECT count(*) FROM late_trips WHERE job = 'session' AND event_id LIKE %s",
+                      f"{topic}-%")
+    assert reported == [(late,)]
+
+
 def test_surge_flags_a_window_far_above_the_zones_baseline(stack: Stack) -> None:
     counts = [2, 2, 2, 2, 10, 2]  # trips of zone 901 in six 5-minute windows from 08:00
     trips = [_trip(f"2021-02-04 08:{5 * w:02d}:{10 + i:02d}", 901) for w, n in enumerate(counts) for i in range(n)]
