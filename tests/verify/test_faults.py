@@ -5,7 +5,9 @@ every 2 s, 4 partitions, parallelism 1 or 2) over a stream that arrives the way 
 synthetic trips up to 40 s out of order with 8 % ten minutes late and 2 % sent twice, or the
 bundled month in file order. Once a checkpoint has completed after the first windows were
 written, something breaks and is repaired the way an operator would; the stream finishes; then
-one trip far ahead in event time goes to every partition, so every earlier window closes.
+one trip far ahead in event time goes to every partition, so every earlier window closes. Two
+tests break nothing mid-stream but the order itself: a partition quiet past the idle timeout that
+wakes up with old trips, and the same out-of-order records replayed from earliest (tumbling only).
 
 verify then proves each job against the batch truth, with the late set derived from the
 partitions' order: 0 missing, 0 extra, 0 different, every record counted, late or bad once, and
