@@ -119,7 +119,7 @@ def check_restorable(stack: Stack, name: str, restore_from: Path) -> None:
                        f"(tripstream submit {name} --startup earliest)")
 
 
-def submit(stack: Stack, opts: JobOptions, timeout: float = 180.0, restore_from: Path | None = None) -> str:
+def submit(stack: Stack, opts: JobOptions, timeout: float = 300.0, restore_from: Path | None = None) -> str:
     """Create the tables, refuse a duplicate, submit (restored when asked), wait until it runs."""
     from tripstream.kafka.topics import topic_partitions
 

@@ -283,7 +283,7 @@ class FlinkService(Service):
         wait_until(reached, timeout, f"Flink job {job_id} to reach {'/'.join(sorted(states))}", abort=abort)
         return str(seen["state"])
 
-    def submit_python(self, script: Path, args: list[str] | None = None, timeout: float = 180.0,
+    def submit_python(self, script: Path, args: list[str] | None = None, timeout: float = 300.0,
                       restore_from: Path | None = None) -> str:
         """Submit a PyFlink script detached with ``flink run -py``; return the job id.
 
@@ -303,7 +303,11 @@ class FlinkService(Service):
         try:
             result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise StackError(f"flink run {script.name} did not return within {timeout:.0f} s") from None
+            # Planning a PyFlink job is CPU-bound (two JVMs and a Python process): on a saturated
+            # machine it is slow rather than stuck, and the load says which.
+            load = os.getloadavg()[0]
+            raise StackError(f"flink run {script.name} did not return within {timeout:.0f} s "
+                             f"(load average {load:.1f} on {os.cpu_count()} CPUs)") from None
         out = result.stdout + result.stderr
         match = re.search(r"JobID\s+([0-9a-f]{32})", out)
         if result.returncode != 0 or not match:
