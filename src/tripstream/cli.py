@@ -192,12 +192,14 @@ def produce(
     quiet_after: Annotated[Optional[str], typer.Option(help="Synthetic: when those zones go quiet.")] = None,
     client: Annotated[list[str], typer.Option("-X", help="Kafka client setting key=value (repeatable).")] = [],  # noqa: B006
     rejects: Annotated[Optional[Path], typer.Option(help="Where unconvertible rows go (JSON lines).")] = None,
+    timestamp: Annotated[str, typer.Option(
+        "--timestamp", help="Kafka record timestamp: produce (the time it is sent) or event (the pickup).")] = "produce",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary at the end.")] = False,
 ) -> None:
     """Send trip events to Kafka: a TLC file or a synthetic stream, keyed by pickup zone."""
     from tripstream.events.producer import TripProducer, file_items, parse_speed, synthetic_items
-    from tripstream.kafka.topics import ensure_topic
+    from tripstream.kafka.topics import ensure_topic, topic_limits
 
     # Everything is checked before a single record is sent.
     if synthetic == (file is not None):
@@ -232,9 +234,17 @@ def produce(
         items = file_items(source, order=order, limit=limit, start=lo, end=hi)
         source_name = file.name.split(".")[0]
     cfg = settings()
-    producer = TripProducer(cfg.kafka, topic, fmt=fmt, key_field=key, client_overrides=overrides)
+    producer = TripProducer(cfg.kafka, topic, fmt=fmt, key_field=key, client_overrides=overrides,
+                            timestamps=timestamp)
     rejects_path = rejects or cfg.state_dir / "rejects" / f"{source_name}-{time.strftime('%Y%m%dT%H%M%S')}.jsonl"
     ensure_topic(cfg.kafka, topic, partitions=partitions, replication=replication)
+    producer.limits = topic_limits(cfg.kafka, topic)
+    if timestamp == "event" and producer.limits.retention_ms >= 0:
+        days = producer.limits.retention_ms / 86_400_000
+        err.print(f"warning: records are stamped with their pickup time and {topic!r} deletes records older "
+                  f"than retention.ms={producer.limits.retention_ms} ({days:g} days): pickups older than that "
+                  "become deletable as soon as their segment rolls (--timestamp produce avoids it)",
+                  highlight=False)
 
     progress_cb = None
     bar = None

@@ -25,7 +25,7 @@ from typing import Any
 
 from tripstream.jobs.submit import describe_jobs
 from tripstream.kafka.errors import KafkaError
-from tripstream.kafka.lag import partition_lag, record_times
+from tripstream.kafka.lag import partition_lag, event_times
 from tripstream.stack import Stack
 from tripstream.stack.flink import rest_get
 
@@ -290,12 +290,12 @@ def _event_times(stack: Stack, row: dict[str, Any], newest: dict[str, dict[int, 
     for topic in {p["topic"] for p in row.get("lag") or []}:
         parts = [p for p in row["lag"] if p["topic"] == topic]
         if topic not in newest:
-            newest[topic] = record_times(stack.settings.kafka, topic, {p["partition"]: p["end"] - 1 for p in parts
+            newest[topic] = event_times(stack.settings.kafka, topic, {p["partition"]: p["end"] - 1 for p in parts
                                                                        if p["end"] > 0})
         newest_ms += newest[topic].values()
         behind = {p["partition"]: p["position"] - 1 for p in parts
                   if p.get("position") is not None and 0 < p["position"] < p["end"]}
-        read = record_times(stack.settings.kafka, topic, behind) if behind else {}
+        read = event_times(stack.settings.kafka, topic, behind) if behind else {}
         for p in parts:
             if p.get("position") is not None and p["position"] >= p["end"]:
                 gaps.append(0)

@@ -6,17 +6,21 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import orjson
 import pytest
+from confluent_kafka.admin import NewTopic
 
 from tripstream.events import TripEvent
+
+from tripstream.events.producer import TripProducer
 from tripstream.events.schema import event_time_ms, validate_record
 from tripstream.events.serializers import get_serializer
-from tripstream.kafka.topics import count, read, topic_partitions
+from tripstream.kafka.topics import admin, count, ensure_topic, read, topic_partitions
 from tripstream.stack import Stack
 from tripstream.stack.process import wait_until
 
@@ -44,9 +48,11 @@ def _messages(stack: Stack, topic: str) -> list:
 
 @pytest.fixture(scope="module")
 def month(stack: Stack) -> tuple[str, dict, list]:
-    """The bundled month, produced once in event-time order."""
+    """The bundled month, produced once in event-time order (with the time it was sent around it)."""
     topic = _topic()
+    before = int(time.time() * 1000)
     report = _produce(str(SAMPLE), "--topic", topic, "--order", "event-time")
+    report["sent_between_ms"] = (before, int(time.time() * 1000))
     return topic, report, _messages(stack, topic)
 
 
@@ -59,14 +65,15 @@ def test_the_bundled_month_is_every_row_once(stack: Stack, month: tuple[str, dic
     assert len(topic_partitions(stack.settings.kafka, topic)) == 4
 
 
-def test_every_message_decodes_to_the_schema(month: tuple[str, dict, list]) -> None:
-    _, _, messages = month
+def test_every_message_decodes_to_the_schema_and_is_stamped_when_sent(month: tuple[str, dict, list]) -> None:
+    _, report, messages = month
+    lo, hi = report["sent_between_ms"]
     for msg in messages:
         data = orjson.loads(msg.value())
         assert validate_record(data) == [], data
         event = TripEvent.from_mapping(data)
         assert msg.key() == str(event.pu_location_id).encode()
-        assert msg.timestamp()[1] == event_time_ms(event.pickup_at)
+        assert lo <= msg.timestamp()[1] <= hi  # the produce time, not the 2024 pickup
     assert len({orjson.loads(m.value())["event_id"] for m in messages}) == SAMPLE_ROWS
 
 
@@ -74,9 +81,77 @@ def test_event_time_order_never_goes_back_within_a_partition(month: tuple[str, d
     _, _, messages = month
     last: dict[int, int] = {}
     for msg in sorted(messages, key=lambda m: (m.partition(), m.offset())):
-        ts = msg.timestamp()[1]
+        ts = event_time_ms(orjson.loads(msg.value())["pickup_at"])
         assert ts >= last.get(msg.partition(), ts)
         last[msg.partition()] = ts
+
+
+def _topic_with(stack: Stack, **config: str) -> str:
+    """A new one-partition topic with these topic configs (dots written as underscores)."""
+    topic = _topic()
+    client = admin(stack.settings.kafka)  # kept: the futures die with their client
+    wanted = {k.replace("_", "."): v for k, v in config.items()}
+    client.create_topics([NewTopic(topic, 1, 1, config=wanted)])[topic].result(30)
+    wait_until(lambda: topic_partitions(stack.settings.kafka, topic) == [0], 30, f"topic {topic} to have a leader")
+    return topic
+
+
+def test_event_timestamps_stamp_the_pickup_and_warn_about_retention(stack: Stack) -> None:
+    kept = run_cli("produce", str(SAMPLE), "--topic", _topic(), "--limit", "10", "--timestamp", "event", "--quiet")
+    assert kept.returncode == 0 and "warning" not in kept.stderr  # the local broker keeps records forever
+    topic = _topic_with(stack, retention_ms="604800000")  # an external cluster's usual 7 days
+    result = run_cli("produce", str(SAMPLE), "--topic", topic, "--limit", "300", "--timestamp", "event", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "retention.ms=604800000 (7 days)" in result.stderr
+    messages = _messages(stack, topic)
+    assert len(messages) == 300
+    for msg in messages:
+        assert msg.timestamp()[1] == event_time_ms(orjson.loads(msg.value())["pickup_at"])
+    bad = run_cli("produce", str(SAMPLE), "--topic", topic, "--limit", "1", "--timestamp", "pickup", "--quiet")
+    assert bad.returncode != 0 and "--timestamp must be produce or event" in bad.stderr
+    assert count(stack.settings.kafka, topic) == 300  # checked before anything was sent
+
+
+def _trip(event_id: str, pickup: str, **extra: object) -> TripEvent:
+    return TripEvent.from_mapping({"event_id": event_id, "taxi_type": "green", "pickup_at": pickup,
+                                   "pu_location_id": 7, "total_amount": 10.0, **extra})
+
+
+def test_a_future_pickup_stamped_as_event_time_still_reaches_kafka(stack: Stack) -> None:
+    """The broker refuses a CreateTime over an hour ahead (and fails the batch it is in): such a
+    record is stamped with the produce time instead, so the jobs set it aside like any absurd time."""
+    topic = _topic()
+    ensure_topic(stack.settings.kafka, topic, partitions=1)
+    events = [_trip(f"{topic}-{i}", f"2024-10-01 08:0{i}:00") for i in range(3)]
+    events.insert(1, _trip(f"{topic}-future", "2099-06-01 08:00:00"))
+    before = int(time.time() * 1000)
+    report = TripProducer(stack.settings.kafka, topic, timestamps="event").send((None, e) for e in events)
+    assert report.ok and report.delivered == 4 and report.rejected == 0, report
+    stamps = {orjson.loads(m.value())["event_id"]: m.timestamp()[1] for m in _messages(stack, topic)}
+    assert stamps[f"{topic}-future"] >= before
+    assert stamps[f"{topic}-0"] == event_time_ms("2024-10-01 08:00:00")
+
+
+def test_oversized_and_unserializable_rows_become_rejects_and_the_rest_is_sent(stack: Stack, tmp_path: Path) -> None:
+    kafka = stack.settings.kafka
+    small = _topic_with(stack, max_message_bytes="4096")  # the broker refuses a bigger record batch
+    events = [_trip(f"{small}-{i}", f"2024-10-01 08:0{i}:00") for i in range(4)]
+    events[1] = events[1]._replace(store_and_fwd_flag="N" * 6000)  # over the topic's limit
+    events[2] = events[2]._replace(vendor_id=2**70)  # no JSON encoder takes it
+    rejects = tmp_path / "rejects.jsonl"
+    report = TripProducer(kafka, small).send(((None, e) for e in events), rejects_path=rejects)
+    assert (report.sent, report.delivered, report.rejected, report.failed) == (2, 2, 2, 0), report
+    assert sorted(orjson.loads(m.value())["event_id"] for m in _messages(stack, small)) == [f"{small}-0", f"{small}-3"]
+    reasons = {r["event_id"]: r["reason"] for r in map(json.loads, rejects.read_text().splitlines())}
+    assert "over the topic's limit (max.message.bytes 4,096)" in reasons[f"{small}-1"]
+    assert reasons[f"{small}-2"].startswith("cannot serialize")
+
+    default = _topic()  # the client's limit (1 MB): produce() itself refuses
+    ensure_topic(kafka, default, partitions=1)
+    huge = [_trip(f"{default}-0", "2024-10-01 08:00:00", store_and_fwd_flag="N" * 1_200_000),
+            _trip(f"{default}-1", "2024-10-01 08:01:00")]
+    report = TripProducer(kafka, default).send((None, e) for e in huge)
+    assert (report.delivered, report.rejected) == (1, 1), report
 
 
 def test_a_zone_always_lands_in_one_partition(month: tuple[str, dict, list]) -> None:

@@ -104,7 +104,7 @@ def test_timestamp_startup_reads_from_the_right_offset(stack: Stack, trips_topic
     fresh = f"{topic}-ts"
     ensure_topic(stack.settings.kafka, fresh, partitions=1)
     renamed = [e._replace(event_id=f"{fresh}-{i}") for i, e in enumerate(events)]
-    TripProducer(stack.settings.kafka, fresh).send((None, e) for e in renamed)
+    TripProducer(stack.settings.kafka, fresh, timestamps="event").send((None, e) for e in renamed)
     _run_bounded(stack, job="passthrough", topic=fresh, startup="timestamp:2021-01-01T08:05:00")
     with stack.postgres.connect() as conn:
         got = {r[0] for r in conn.execute("SELECT event_id FROM trips WHERE event_id LIKE %s", (f"{fresh}-%",))}

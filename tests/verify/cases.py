@@ -37,6 +37,8 @@ def bad_cases(prefix: str) -> list[tuple[bytes | None, str]]:
         (encoded(ok)[:-1] + b', "total_amount": 1e999}', "total_amount: not finite"),
         (encoded({**ok, "taxi_type": 7}), "taxi_type: expected text"),
         (encoded({**ok, "event_id": "nul\u0000inside"}), "event_id: contains NUL"),
+        (encoded({**ok, "event_id": "x" * 3000}), "event_id: longer than 128 characters"),
+        (encoded({**ok, "store_and_fwd_flag": "\u00e9" * 129}), "store_and_fwd_flag: longer than 128 characters"),
         (encoded({**ok, "pickup_at": "2021-13-01 08:00:00"}), "pickup_at: expected timestamp YYYY-MM-DD HH:MM:SS"),
         (encoded({**ok, "pickup_at": 1614585600}), "pickup_at: expected timestamp YYYY-MM-DD HH:MM:SS"),
         (encoded({**ok, "dropoff_at": "yesterday"}), "dropoff_at: expected timestamp YYYY-MM-DD HH:MM:SS"),

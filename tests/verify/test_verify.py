@@ -13,6 +13,7 @@ from tripstream.events.readers import open_trip_file
 from tripstream.jobs.options import JobOptions
 from tripstream.jobs.submit import submit
 from tripstream.stack import Stack
+from tripstream.stack.flink import rest_get
 from tripstream.verify.compare import verify, verify_until
 
 from tests.conftest import ROOT, run_cli
@@ -59,6 +60,28 @@ def test_bad_records_are_kept_with_their_reason_and_never_stop_or_skew_the_job(c
     assert stored[5] == "{this is not json"
     assert stored[3 + [r for _, r in bad].index("pickup_at: too far in the future")].count("2099-06-01") == 1
     assert "\x00" not in "".join(p or "" for p in stored.values())
+
+
+def test_a_huge_event_id_mid_stream_is_a_bad_record_and_never_restarts_the_job(clean: Stack) -> None:
+    """A 3 kB event_id once failed the trips table's primary-key index on every retry, forever."""
+    stack = clean
+    topic = fresh_topic(stack, "pill", partitions=1)
+    good = [trip(f"{topic}-{i}", f"2021-03-01 08:{i:02d}:00") for i in range(6)]
+    pill = trip("x" * 3000, "2021-03-01 08:02:30")
+    _send_raw(stack, topic, [encoded(t) for t in good[:3]] + [encoded(pill)] + [encoded(t) for t in good[3:]])
+    job_id = submit(stack, JobOptions(job="passthrough", topic=topic, checkpoint_interval_ms=2000))
+
+    verdict = verify_until(stack, "passthrough", 120)
+    assert_proven(verdict)
+    assert (verdict.accounting.records, verdict.accounting.bad) == (7, 1)
+    with stack.postgres.connect() as conn:
+        ids = [r[0] for r in conn.execute("SELECT event_id FROM trips ORDER BY event_id")]
+        bad = conn.execute("SELECT kafka_offset, reason FROM bad_records WHERE kafka_topic = %s", (topic,)).fetchall()
+    assert ids == sorted(t["event_id"] for t in good)  # everything after the pill is there
+    assert bad == [(3, "event_id: longer than 128 characters")]
+    assert stack.flink.job_state(job_id) == "RUNNING"
+    restarts = rest_get(stack.flink.rest_url, f"/jobs/{job_id}/metrics?get=numRestarts")
+    assert [m["value"] for m in restarts] == ["0"]
 
 
 def test_verify_cli_reports_and_fails_on_a_tampered_table(clean: Stack) -> None:

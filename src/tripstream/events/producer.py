@@ -4,6 +4,15 @@ The producer is idempotent with ``acks=all`` (a retried batch is never written t
 and compresses, and counts every delivery report. Whatever stops it (the end of the input,
 Ctrl-C, SIGTERM) it flushes what it accepted before returning, and the report says how many
 records were sent, delivered and failed.
+
+One bad row never aborts a run: a row that cannot be serialized, or whose record the broker
+would refuse (over the topic's ``max.message.bytes``), becomes a reject with its reason, like a
+row the reader could not convert. A refused record would otherwise fail its whole batch.
+
+Record timestamps are the produce time by default. Stamping the pickup time instead
+(``timestamps="event"``) makes the broker refuse a future pickup (``message.timestamp.after.max.ms``)
+and lets time-based retention delete a replayed old month as soon as its segments roll; the jobs
+take event time from the payload, so they do not need it.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from tripstream.config import KafkaSettings
 from tripstream.events.errors import EventsError
@@ -25,6 +34,11 @@ from tripstream.events.readers import Reject
 from tripstream.events.schema import TripEvent
 from tripstream.events.serializers import get_serializer, key_for
 from tripstream.events.synthetic import Malformed
+from tripstream.kafka.topics import TopicLimits, topic_limits
+
+TIMESTAMP_MODES: tuple[str, ...] = ("produce", "event")
+# Bytes a record batch adds around one record (v2 batch header and record framing), with room.
+_BATCH_OVERHEAD = 512
 
 # librdkafka settings for throughput with safety: idempotence implies acks=all and ordered
 # retries per partition; lz4 is the cheapest compression on CPU; a short linger fills batches.
@@ -138,7 +152,14 @@ class TripProducer:
     """A configured confluent-kafka producer for one topic and one wire format."""
 
     def __init__(self, kafka: KafkaSettings, topic: str, fmt: str = "json", key_field: str = "pu_location_id",
-                 client_overrides: dict[str, Any] | None = None) -> None:
+                 client_overrides: dict[str, Any] | None = None, timestamps: str = "produce",
+                 limits: TopicLimits | None = None) -> None:
+        if timestamps not in TIMESTAMP_MODES:
+            raise EventsError(f"--timestamp must be {' or '.join(TIMESTAMP_MODES)}, got {timestamps!r}")
+        self.timestamps = timestamps
+        # None: looked up from the topic when sending starts (it may not exist yet here).
+        self.limits = limits
+        self.kafka = kafka
         self.topic = topic
         self.fmt = fmt
         self.serializer = get_serializer(fmt)
@@ -170,6 +191,34 @@ class TripProducer:
 
         return restore
 
+    def _produce(self, topic: str, value: bytes, key: bytes | None, ts: int,
+                 on_delivery: Callable[[Any, Any], None]) -> str | None:
+        """Queue one record, waiting while the local queue is full; the reason when it is too large."""
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, timestamp=ts, on_delivery=on_delivery)
+                return None
+            except BufferError:
+                self.producer.poll(0.05)  # the local queue is full: let deliveries drain
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise
+                return str(exc.args[0].str())
+
+    def _timestamp(self, event_ms: int | None) -> int:
+        """The pickup as the record timestamp, unless the broker would refuse it: then produce time.
+
+        A record the broker refuses fails its whole batch; this one still reaches the jobs, which
+        set an absurd pickup aside in bad_records like any other.
+        """
+        if not event_ms:
+            return 0
+        limits = self.limits or TopicLimits()
+        now = int(time.time() * 1000)
+        if event_ms > now + limits.after_max_ms - 60_000 or now - event_ms > limits.before_max_ms - 60_000:
+            return 0
+        return event_ms
+
     def send(
         self,
         items: Iterable[tuple[int | None, Item]],
@@ -179,6 +228,10 @@ class TripProducer:
     ) -> ProduceReport:
         """Send ``(clock_ms, item)`` pairs; the clock paces the replay (None: no pacing)."""
         report = ProduceReport(topic=self.topic, format=self.fmt)
+        if self.limits is None:
+            self.limits = topic_limits(self.kafka, self.topic)
+        max_bytes = self.limits.max_message_bytes - _BATCH_OVERHEAD
+        event_stamps = self.timestamps == "event"
         producer = self.producer
         pacer = Pacer(speed, self.stop)
         restore = self._install_signals()
@@ -200,6 +253,17 @@ class TripProducer:
                 if report.first_error is None:
                     report.first_error = err.str()
 
+        def reject(entry: dict[str, Any]) -> None:
+            nonlocal rejects_fh
+            report.rejected += 1
+            if rejects_path is None:
+                return
+            if rejects_fh is None:
+                rejects_path.parent.mkdir(parents=True, exist_ok=True)
+                rejects_fh = rejects_path.open("w")
+                report.rejects_file = str(rejects_path)
+            rejects_fh.write(json.dumps(entry, default=str) + "\n")
+
         started = time.monotonic()
         last_progress = started
         try:
@@ -208,33 +272,40 @@ class TripProducer:
                     report.interrupted = True
                     break
                 if isinstance(item, Reject):
-                    report.rejected += 1
-                    if rejects_path is not None:
-                        if rejects_fh is None:
-                            rejects_path.parent.mkdir(parents=True, exist_ok=True)
-                            rejects_fh = rejects_path.open("w")
-                            report.rejects_file = str(rejects_path)
-                        rejects_fh.write(json.dumps({"row": item.row_index, "reason": item.reason,
-                                                     "raw": item.raw}, default=str) + "\n")
+                    reject({"row": item.row_index, "reason": item.reason, "raw": item.raw})
                     continue
                 report.read += 1
                 if clock_ms is not None:
                     pacer.wait(clock_ms)
                 if isinstance(item, Malformed):
-                    value, key, ts = item.payload, None, clock_ms
+                    value, key, event_ms = item.payload, None, clock_ms
                     report.malformed += 1
                 else:
                     raw_key = item[key_index]
                     key = keys.get(raw_key)
                     if key is None and raw_key is not None:
                         key = keys[raw_key] = key_for(item, key_field)
-                    value, ts = serialize(item), item.event_time_ms
-                while True:
                     try:
-                        producer.produce(topic, value=value, key=key, timestamp=ts or 0, on_delivery=on_delivery)
-                        break
-                    except BufferError:
-                        producer.poll(0.05)  # the local queue is full: let deliveries drain
+                        value = serialize(item)
+                    except (EventsError, TypeError, ValueError, OverflowError) as exc:
+                        reject({"event_id": item.event_id, "reason": f"cannot serialize: {exc}",
+                                "raw": item._asdict()})
+                        continue
+                    event_ms = item.event_time_ms if event_stamps else None
+                size = len(value) + len(key or b"")
+                if size > max_bytes:
+                    reject({"event_id": getattr(item, "event_id", None),
+                            "reason": f"record of {size:,} bytes is over the topic's limit "
+                                      f"(max.message.bytes {self.limits.max_message_bytes:,})",
+                            "raw": value[:1024].decode("utf-8", "replace")})
+                    continue
+                ts = self._timestamp(event_ms) if event_stamps else 0  # 0: librdkafka stamps now
+                refused = self._produce(topic, value, key, ts, on_delivery)
+                if refused is not None:  # the client's own message.max.bytes is below the topic's
+                    reject({"event_id": getattr(item, "event_id", None),
+                            "reason": f"record of {size:,} bytes refused by the client: {refused}",
+                            "raw": value[:1024].decode("utf-8", "replace")})
+                    continue
                 report.sent += 1
                 report.bytes += len(value)
                 if report.sent % 1000 == 0:

@@ -8,7 +8,7 @@ format parses with ``'json.timestamp-format.standard' = 'SQL'`` into ``TIMESTAMP
 PostgreSQL stores in ``timestamp without time zone``. We never attach a zone: TLC data is wall-clock,
 and converting it would shift trips around the DST changes and break streaming-equals-batch checks.
 
-For Kafka record timestamps and ordering we need a number: :func:`event_time_ms` reads the
+For ordering (and record timestamps under ``produce --timestamp event``) we need a number: :func:`event_time_ms` reads the
 wall-clock *as if it were UTC*. Flink does the same with a ``TIMESTAMP(3)`` rowtime (and the Avro
 ``local-timestamp-millis`` / legacy ``timestamp-millis`` mapping), so windows line up with the
 wall-clock hours people expect.
@@ -71,7 +71,7 @@ class TripEvent(NamedTuple):
 
     @property
     def event_time_ms(self) -> int:
-        """Pickup wall-clock read as UTC, in ms: the Kafka record timestamp."""
+        """Pickup wall-clock read as UTC, in ms: the event-time sort key."""
         return event_time_ms(self.pickup_at)
 
     def to_dict(self) -> dict[str, Any]:

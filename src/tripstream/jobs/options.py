@@ -38,7 +38,8 @@ def startup_options(startup: str) -> dict[str, str]:
     """Kafka SQL connector options for ``--startup``.
 
     earliest | latest | group | timestamp:<ISO wall-clock time> | specific:<partition:offset,...>.
-    Timestamps are read like the events' record timestamps: wall-clock as if UTC.
+    A timestamp is compared with the Kafka record timestamps (the produce time, or the pickup
+    with ``produce --timestamp event``), a wall-clock read as UTC.
     """
     kind, _, arg = startup.partition(":")
     kind = kind.strip().lower()

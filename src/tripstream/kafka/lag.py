@@ -12,9 +12,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import orjson
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from tripstream.config import KafkaSettings
+from tripstream.events.errors import EventsError
+from tripstream.events.schema import event_time_ms
 from tripstream.kafka.errors import KafkaError
 
 
@@ -86,13 +89,26 @@ def partition_lag(settings: KafkaSettings, topic: str, group: str,
     return result
 
 
-def record_times(settings: KafkaSettings, topic: str, offsets: Mapping[int, int],
-                 timeout: float = 5.0) -> dict[int, int]:
-    """The record timestamp (our producer's event time) at ``offsets`` (partition -> offset).
+def payload_event_ms(payload: bytes | None) -> int | None:
+    """The pickup time in a JSON trip payload (wall-clock read as UTC, ms), or None.
+
+    Event time comes from the payload, as the jobs take it: the record timestamp is the produce
+    time unless the producer was asked to stamp pickups.
+    """
+    try:
+        doc = orjson.loads(payload or b"")
+        return event_time_ms(doc["pickup_at"]) if isinstance(doc, dict) else None
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, EventsError):
+        return None
+
+
+def event_times(settings: KafkaSettings, topic: str, offsets: Mapping[int, int],
+                timeout: float = 5.0) -> dict[int, int]:
+    """The event time of the record at ``offsets`` (partition -> offset), from its payload.
 
     Two reads of one record per partition say how far behind in event time a consumer is: the
     record at its position against the newest one. A partition whose record cannot be read in
-    ``timeout`` (deleted by retention, say) is left out.
+    ``timeout`` (deleted by retention, say), or holds no trip, is left out.
     """
     wanted = {p: off for p, off in offsets.items() if off >= 0}
     if not wanted:
@@ -109,9 +125,9 @@ def record_times(settings: KafkaSettings, topic: str, offsets: Mapping[int, int]
                 continue
             if msg.offset() >= wanted[msg.partition()]:
                 pending.discard(msg.partition())
-                kind, ts = msg.timestamp()
-                if kind and ts > 0:
-                    times[msg.partition()] = ts
+                ms = payload_event_ms(msg.value())
+                if ms is not None:
+                    times[msg.partition()] = ms
     except KafkaException as exc:
         raise KafkaError(f"cannot read {topic!r}: {exc.args[0].str()}") from None
     finally:
@@ -120,11 +136,11 @@ def record_times(settings: KafkaSettings, topic: str, offsets: Mapping[int, int]
 
 
 def latest_event_ms(settings: KafkaSettings, topic: str, timeout: float = 5.0) -> int | None:
-    """The newest record timestamp at the end of ``topic`` (our producer's event time), or None.
+    """The newest pickup among the last records of ``topic``'s partitions, or None.
 
-    Reads the last record of each partition; the producer stamps each record with its pickup
-    wall-clock read as UTC, the same clock as Flink's watermarks, so the two can be subtracted.
+    Pickups are wall-clock read as UTC, the same clock as Flink's watermarks, so the two can be
+    subtracted.
     """
     ends = end_offsets(settings, topic, timeout)
-    times = record_times(settings, topic, {p: end - 1 for p, end in ends.items() if end > 0}, timeout)
+    times = event_times(settings, topic, {p: end - 1 for p, end in ends.items() if end > 0}, timeout)
     return max(times.values(), default=None)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from tripstream.config import KafkaSettings
 from tripstream.kafka.errors import KafkaError
@@ -30,6 +30,43 @@ class PartitionInfo:
     @property
     def messages(self) -> int:
         return self.high - self.low
+
+
+@dataclass(frozen=True)
+class TopicLimits:
+    """What the broker refuses or deletes on a topic, from its config (Kafka's defaults when unread).
+
+    The producer checks records against these before sending: a record the broker would refuse
+    fails its whole batch, so it must become a reject, with its reason, before it is queued.
+    """
+
+    max_message_bytes: int = 1_048_588  # a record batch; one record must fit in it
+    retention_ms: int = 604_800_000  # -1: kept forever
+    # How far a CreateTime timestamp may be ahead of / behind the broker's clock (Kafka >= 3.6).
+    after_max_ms: int = 3_600_000
+    before_max_ms: int = 2**63 - 1
+    read: bool = False  # False: the config could not be read (no rights, old broker): defaults
+
+
+def topic_limits(settings: KafkaSettings, topic: str, timeout: float = 10.0) -> TopicLimits:
+    """The topic's limits; Kafka's defaults when its config cannot be described."""
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    client = admin(settings)  # kept: the future dies with its client
+    try:
+        entries = client.describe_configs([resource])[resource].result(timeout=timeout)
+    except KafkaException:
+        return TopicLimits()
+    values: dict[str, int] = {}
+    for name, key in (("max.message.bytes", "max_message_bytes"), ("retention.ms", "retention_ms"),
+                      ("message.timestamp.after.max.ms", "after_max_ms"),
+                      ("message.timestamp.before.max.ms", "before_max_ms")):
+        entry = entries.get(name)
+        if entry is not None and entry.value is not None:
+            try:
+                values[key] = int(entry.value)
+            except ValueError:
+                continue
+    return TopicLimits(**values, read=True)
 
 
 def admin(settings: KafkaSettings) -> AdminClient:

@@ -19,6 +19,9 @@ from tripstream.events.schema import FIELDS, REQUIRED_FIELDS, field_kind
 _TIMESTAMP = re.compile(r"(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?")
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _EPOCH = datetime(1970, 1, 1)
+# The longest text field, in characters: PostgreSQL's btree index refuses a key over ~2.7 kB, so a
+# longer event_id would fail the sink on every retry. The Java parser has the same TEXT_LIMIT.
+TEXT_LIMIT = 128
 
 
 class Checked(NamedTuple):
@@ -97,6 +100,8 @@ def check(payload: bytes | None, earliest_ms: int, max_future_ms: int, now_ms: i
                 return Checked(f"{name}: expected text", None)
             if "\x00" in value:
                 return Checked(f"{name}: contains NUL", None)
+            if len(value) > TEXT_LIMIT:
+                return Checked(f"{name}: longer than {TEXT_LIMIT} characters", None)
         elif kind == "int":
             value = _whole(value)
             if value is None:

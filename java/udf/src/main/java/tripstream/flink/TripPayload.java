@@ -48,6 +48,12 @@ final class TripPayload {
 
     static final int RAW_LIMIT = 4096;
 
+    /**
+     * The longest text field, in characters (code points). PostgreSQL's btree index refuses a key
+     * over about 2.7 kB: a longer event_id would fail the sink on every retry, forever.
+     */
+    static final int TEXT_LIMIT = 128;
+
     private static final ObjectMapper MAPPER =
         new ObjectMapper().enable(DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
     private static final Pattern TIMESTAMP =
@@ -123,6 +129,9 @@ final class TripPayload {
                     }
                     if (node.textValue().indexOf('\u0000') >= 0) {
                         return name + ": contains NUL";
+                    }
+                    if (node.textValue().codePointCount(0, node.textValue().length()) > TEXT_LIMIT) {
+                        return name + ": longer than " + TEXT_LIMIT + " characters";
                     }
                     values[i] = node.textValue();
                     break;
