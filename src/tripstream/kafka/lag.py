@@ -15,7 +15,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from tripstream.config import KafkaSettings
-from tripstream.kafka.errors import KafkaError
+from tripstream.kafka.errors import ClientErrors, KafkaError
 
 
 @dataclass(frozen=True)
@@ -31,14 +31,16 @@ class PartitionLag:
         return asdict(self)
 
 
-def _consumer(settings: KafkaSettings, group: str) -> Consumer:
-    return Consumer(settings.client_config(**{
-        "group.id": group, "enable.auto.commit": False, "log_level": 0, "socket.timeout.ms": 5000}))
+def _consumer(settings: KafkaSettings, group: str, errors: ClientErrors | None = None) -> Consumer:
+    conf = settings.client_config(**{
+        "group.id": group, "enable.auto.commit": False, "log_level": 0, "socket.timeout.ms": 5000})
+    return Consumer(errors.config(conf) if errors is not None else conf)
 
 
 def end_offsets(settings: KafkaSettings, topic: str, timeout: float = 5.0) -> dict[int, int]:
     """The high watermark of every partition of ``topic`` (empty when the topic is missing)."""
-    consumer = _consumer(settings, "tripstream-inspect")
+    errors = ClientErrors()
+    consumer = _consumer(settings, "tripstream-inspect", errors)
     try:
         meta = consumer.list_topics(topic=topic, timeout=timeout)
         info = meta.topics.get(topic)
@@ -47,7 +49,8 @@ def end_offsets(settings: KafkaSettings, topic: str, timeout: float = 5.0) -> di
         return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
                 for p in sorted(info.partitions)}
     except KafkaException as exc:
-        raise KafkaError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc.args[0].str()}") from None
+        raise errors.error(settings.bootstrap_servers,
+                           f"cannot reach Kafka at {settings.bootstrap_servers}: {exc.args[0].str()}") from None
     finally:
         consumer.close()
 

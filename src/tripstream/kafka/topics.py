@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tripstream.config import KafkaSettings
-from tripstream.kafka.errors import KafkaError
+from tripstream.kafka.errors import ClientErrors, KafkaError
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,12 @@ def admin(settings: KafkaSettings) -> AdminClient:
 
 def topic_partitions(settings: KafkaSettings, topic: str, timeout: float = 10.0) -> list[int] | None:
     """The topic's partition ids, or None when it does not exist."""
+    errors = ClientErrors()
     try:
-        meta = admin(settings).list_topics(topic=topic, timeout=timeout)
+        meta = AdminClient(errors.config(settings.client_config())).list_topics(topic=topic, timeout=timeout)
     except KafkaException as exc:
-        raise KafkaError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc.args[0].str()}") from None
+        raise errors.error(settings.bootstrap_servers,
+                           f"cannot reach Kafka at {settings.bootstrap_servers}: {exc.args[0].str()}") from None
     info = meta.topics.get(topic)
     if info is None or info.error is not None:
         return None
