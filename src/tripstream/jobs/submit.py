@@ -169,7 +169,7 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 180.0, restore_from:
         fh.write(json.dumps({"id": job_id, "at": time.time(), "spec": str(spec_path), "topic": opts.topic,
                              "offsets": offsets, "lateness_rule": LATENESS_RULE,
                              "restored_from": str(restore_from) if restore_from else None}) + "\n")
-    stack.flink.wait_job_state(job_id, {"RUNNING", "FINISHED"}, timeout)
+    stack.flink.wait_job_state(job_id, {"RUNNING", "FINISHED"}, timeout, starting=True)
     return job_id
 
 

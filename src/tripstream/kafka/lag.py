@@ -49,6 +49,7 @@ def end_offsets(settings: KafkaSettings, topic: str, timeout: float = 5.0) -> di
         return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
                 for p in sorted(info.partitions)}
     except KafkaException as exc:
+        consumer.poll(0.5)  # serve the error callbacks: they say why (a refused login, a bad certificate)
         raise errors.error(settings.bootstrap_servers,
                            f"cannot reach Kafka at {settings.bootstrap_servers}: {exc.args[0].str()}") from None
     finally:

@@ -39,9 +39,11 @@ def admin(settings: KafkaSettings) -> AdminClient:
 def topic_partitions(settings: KafkaSettings, topic: str, timeout: float = 10.0) -> list[int] | None:
     """The topic's partition ids, or None when it does not exist."""
     errors = ClientErrors()
+    client = AdminClient(errors.config(settings.client_config(log_level=0)))
     try:
-        meta = AdminClient(errors.config(settings.client_config())).list_topics(topic=topic, timeout=timeout)
+        meta = client.list_topics(topic=topic, timeout=timeout)
     except KafkaException as exc:
+        client.poll(0.5)  # serve the error callbacks: they say why (a refused login, a bad certificate)
         raise errors.error(settings.bootstrap_servers,
                            f"cannot reach Kafka at {settings.bootstrap_servers}: {exc.args[0].str()}") from None
     info = meta.topics.get(topic)

@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from tripstream.config import FlinkSettings, mask_secrets
 from tripstream.stack.base import Service
@@ -271,14 +270,12 @@ class FlinkService(Service):
 
     def _rest_client_tls(self) -> dict[str, Any]:
         """What `flink run` needs to reach an https REST API: a truststore (from rest_ca_file, else
-        the JDK's CAs), a keystore for a client certificate, and the URL's path as its prefix."""
+        the JDK's CAs) and a keystore for a client certificate. (The scheme and the path come from
+        ``-m URL``: Flink's CLI sets ``security.ssl.rest.enabled`` and ``rest.path`` from it.)"""
         f, rest = self.settings.flink, self.rest
         conf: dict[str, Any] = {}
-        path = urlsplit(rest.url).path
-        if path and path != "/":
-            conf["rest.url-prefix"] = path.rstrip("/") + "/"
         if not rest.https:
-            return {**conf, "security.ssl.rest.enabled": False}
+            return conf
         password_file = self.tls_dir / "client.password"
         password = store_password(password_file)
         if rest.ca_file:
@@ -405,21 +402,52 @@ class FlinkService(Service):
         except (OSError, ValueError, urllib.error.URLError):
             return None
 
-    def wait_job_state(self, job_id: str, states: set[str], timeout: float) -> str:
-        """Wait until the job reaches one of ``states``; a terminal surprise fails at once."""
+    def _root_cause(self, job_id: str) -> str:
+        """': <the innermost "Caused by" of the job's last failure>', secrets masked; '' when none."""
+        try:
+            entries = (rest_get(self.rest, f"/jobs/{job_id}/exceptions?maxExceptions=1")
+                       .get("exceptionHistory") or {}).get("entries") or []
+        except (OSError, ValueError, urllib.error.URLError):
+            return ""
+        if not entries:
+            return ""
+        trace = entries[0].get("stacktrace") or ""
+        causes = [line.split("Caused by:", 1)[1].strip() for line in trace.splitlines() if "Caused by:" in line]
+        cause = causes[-1] if causes else trace.split("\n", 1)[0]
+        return ": " + mask_secrets(cause, self.settings.secrets)[:400]
+
+    def wait_job_state(self, job_id: str, states: set[str], timeout: float, starting: bool = False) -> str:
+        """Wait until the job reaches one of ``states``; a terminal surprise fails at once.
+
+        ``starting`` (a job just submitted): RUNNING counts only once every task runs, and a
+        restart fails at once with its cause, since a job that cannot start (Kafka refusing its
+        login, say) restarts forever and would otherwise look RUNNING between two attempts.
+        """
         seen: dict[str, str | None] = {}
+
+        def tasks_running() -> bool:
+            try:
+                vertices = rest_get(self.rest, f"/jobs/{job_id}").get("vertices", [])
+            except (OSError, ValueError, urllib.error.URLError):
+                return False
+            return bool(vertices) and all(v.get("status") in ("RUNNING", "FINISHED") for v in vertices)
 
         def reached() -> bool:
             seen["state"] = self.job_state(job_id)
+            if seen["state"] == "RUNNING" and starting:
+                return tasks_running()
             return seen["state"] in states
 
         def abort() -> str | None:
             state = seen.get("state")
             if state in {"FAILED", "CANCELED", "FINISHED"} - states:
-                return f"Flink job {job_id} ended {state}"
+                return f"Flink job {job_id} ended {state}" + self._root_cause(job_id)
+            if starting and state in {"RESTARTING", "FAILING"} - states:
+                return f"Flink job {job_id} is {state}" + self._root_cause(job_id)
             return None
 
-        wait_until(reached, timeout, f"Flink job {job_id} to reach {'/'.join(sorted(states))}", abort=abort)
+        what = f"Flink job {job_id} to reach {'/'.join(sorted(states))}" + (" with every task running" if starting else "")
+        wait_until(reached, timeout, what, abort=abort)
         return str(seen["state"])
 
     def submit_python(self, script: Path, args: list[str] | None = None, timeout: float = 180.0,
@@ -434,8 +462,8 @@ class FlinkService(Service):
         if not self.lib_dir.exists():
             self._link_lib(home)
         env = self.client_env()
-        parts = urlsplit(self.rest_url)
-        cmd = [str(home / "bin" / "flink"), "run", "-d", "-m", parts.netloc.rsplit("@", 1)[-1]]
+        # The whole URL: Flink's CLI takes https (and a path) from it; "host:port" alone means http.
+        cmd = [str(home / "bin" / "flink"), "run", "-d", "-m", self.rest_url]
         if restore_from is not None:
             cmd += ["-s", str(restore_from)]
         cmd += ["-py", str(script), *(args or [])]
