@@ -11,9 +11,11 @@ run it: produce, submit, health, verify, and wrong passwords that must fail in o
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
+import secrets
 import ssl
 import time
 import urllib.error
@@ -38,6 +40,7 @@ USER = "tripstream"
 
 def _env(pki: Pki, tls: Path) -> dict[str, str]:
     """Every TRIPSTREAM_* variable of the secured stack (the session's others are overridden or dropped)."""
+    (tls / "rest.password").write_text(secrets.token_urlsafe(12) + "\n")
     client = tls / "client.properties"  # librdkafka: our producer, admin, verify's consumer
     client.write_text("security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\n"
                       f"sasl.username={USER}\nsasl.password=${{file:{pki.scram_password_file}}}\n"
@@ -71,6 +74,10 @@ def _env(pki: Pki, tls: Path) -> dict[str, str]:
         "TRIPSTREAM_FLINK_REST_SSL_CERT_FILE": str(pki.chain),
         "TRIPSTREAM_FLINK_REST_SSL_KEY_FILE": str(pki.key),
         "TRIPSTREAM_FLINK_REST_CA_FILE": str(pki.ca),
+        # Basic auth on every REST request and in `flink run`'s headers (the local Flink ignores it):
+        # its password must not reach any log either.
+        "TRIPSTREAM_FLINK_REST_USERNAME": "ops",
+        "TRIPSTREAM_FLINK_REST_PASSWORD": f"${{file:{pki.scram_password_file.parent / 'rest.password'}}}",
     }
 
 
@@ -164,8 +171,14 @@ def test_status_over_https_shows_no_secret(secured: Secured) -> None:
         assert secret not in out + err
     for spec in (STATE / "jobs").glob("*.json"):  # the job specs hold the passwords: private
         assert spec.stat().st_mode & 0o077 == 0
-    for log in (STATE / "flink" / "log").glob("flink-run-*.log"):
-        assert scram not in log.read_text() and pg_password not in log.read_text()
+    rest_password = (secured.tls / "rest.password").read_text().strip()
+    basic = base64.b64encode(f"ops:{rest_password}".encode()).decode()  # what the header carries
+    logs = [path for path in STATE.rglob("*") if path.is_file() and ("log" in path.parts or path.suffix == ".log")]
+    assert any(path.name.startswith("flink-tripstream-client") for path in logs)  # `flink run` wrote its log
+    for log in logs:
+        text = log.read_text(errors="replace")
+        for secret in (scram, pg_password, rest_password, basic):
+            assert secret not in text, f"a password in {log}"
 
 
 def test_the_servers_refuse_plaintext(secured: Secured) -> None:

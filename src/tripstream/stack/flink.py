@@ -340,6 +340,11 @@ class FlinkService(Service):
         """Environment for `flink run`: its private conf dir and the REST headers (basic auth...)."""
         home = flink_home()
         self._write_conf_dir(home, self.client_conf_dir, {**self._full_config(home), **self._rest_client_tls()})
+        # The CLI logs the whole environment of the Python process it starts (FLINK_REST_CLIENT_HEADERS
+        # and its basic auth included) at INFO: not in a log we write.
+        with (self.client_conf_dir / "log4j-cli.properties").open("a") as fh:
+            fh.write("\nlogger.tripstream_pyenv.name = org.apache.flink.client.python.PythonEnvUtils\n"
+                     "logger.tripstream_pyenv.level = WARN\n")
         env = self.env()
         env["FLINK_CONF_DIR"] = str(self.client_conf_dir)
         if self.rest.headers:
@@ -472,7 +477,8 @@ class FlinkService(Service):
             result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise StackError(f"flink run {script.name} did not return within {timeout:.0f} s") from None
-        out = mask_secrets(result.stdout + result.stderr, [*self.settings.secrets, *secrets])
+        out = mask_secrets(result.stdout + result.stderr,
+                           [*self.settings.secrets, *secrets, *(value for _, value in self.rest.headers)])
         match = re.search(r"JobID\s+([0-9a-f]{32})", out)
         if result.returncode != 0 or not match:
             log = self.dir / "log" / f"flink-run-{time.strftime('%Y%m%dT%H%M%S')}.log"
