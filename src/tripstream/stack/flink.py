@@ -34,6 +34,7 @@ from typing import Any
 from tripstream.config import FlinkSettings, mask_secrets
 from tripstream.stack.base import Service
 from tripstream.stack.errors import MissingToolError, StackError
+from tripstream.stack.kafka import java_binary
 from tripstream.stack.process import ManagedProcess, wait_until
 from tripstream.tls import pkcs12_keystore, pkcs12_truststore, private_file, store_password
 
@@ -282,7 +283,8 @@ class FlinkService(Service):
             store, store_pw = pkcs12_truststore(rest.ca_file, self.tls_dir / "client-truststore.p12",
                                                 password_file), password
         else:
-            store, store_pw = Path(os.environ.get("JAVA_HOME", "/usr/lib/jvm/default-java"), "lib/security/cacerts"), "changeit"
+            # The JDK's own CAs (cacerts, with the JDK's well-known password): a public certificate.
+            store, store_pw = Path(os.path.realpath(java_binary())).parents[1] / "lib/security/cacerts", "changeit"
         conf.update({"security.ssl.rest.enabled": True, "security.ssl.rest.truststore": str(store),
                      "security.ssl.rest.truststore-type": "PKCS12", "security.ssl.rest.truststore-password": store_pw})
         if f.rest_client_cert:
