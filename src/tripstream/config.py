@@ -109,9 +109,11 @@ class FlinkSettings:
     rest_username: str = ""
     rest_password: str = ""
     rest_headers: Mapping[str, str] = field(default_factory=dict)
-    # The local cluster's REST endpoint over https: its PEM certificate chain and unencrypted key.
+    # The local cluster's REST endpoint over https: its PEM certificate chain and unencrypted key,
+    # and, to demand client certificates (mutual TLS), the PEM CA that must have signed them.
     rest_ssl_cert_file: str = ""
     rest_ssl_key_file: str = ""
+    rest_ssl_client_ca_file: str = ""
     # Flink's Prometheus reporter (local cluster): the JobManager serves /metrics on this port,
     # the TaskManager on the next one. Off unless asked for ("on"): Flink binds it on every
     # interface, and everything else we start listens on 127.0.0.1 only.

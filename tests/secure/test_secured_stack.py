@@ -74,6 +74,11 @@ def _env(pki: Pki, tls: Path) -> dict[str, str]:
         "TRIPSTREAM_FLINK_REST_SSL_CERT_FILE": str(pki.chain),
         "TRIPSTREAM_FLINK_REST_SSL_KEY_FILE": str(pki.key),
         "TRIPSTREAM_FLINK_REST_CA_FILE": str(pki.ca),
+        # Mutual TLS: the REST API wants a client certificate from the test CA (the server's own,
+        # which is made for clientAuth too), from our client and from `flink run` alike.
+        "TRIPSTREAM_FLINK_REST_SSL_CLIENT_CA_FILE": str(pki.ca),
+        "TRIPSTREAM_FLINK_REST_CLIENT_CERT": str(pki.chain),
+        "TRIPSTREAM_FLINK_REST_CLIENT_KEY": str(pki.key),
         # Basic auth on every REST request and in `flink run`'s headers (the local Flink ignores it):
         # its password must not reach any log either.
         "TRIPSTREAM_FLINK_REST_USERNAME": "ops",
@@ -198,6 +203,9 @@ def test_the_servers_refuse_plaintext(secured: Secured) -> None:
     with pytest.raises(urllib.error.URLError) as info:
         without_ca.send("/overview")
     assert isinstance(info.value.reason, ssl.SSLCertVerificationError)
+    without_cert = RestEndpoint(secured.settings.flink.rest_url, ca_file=str(secured.pki.ca))
+    with pytest.raises((urllib.error.URLError, ConnectionError, ssl.SSLError)):  # mutual TLS: no certificate, no answer
+        without_cert.send("/overview")
     assert secured.stack.flink.rest.send("/overview")["taskmanagers"] == 1
 
 

@@ -265,9 +265,16 @@ class FlinkService(Service):
         store = pkcs12_keystore(f.rest_ssl_cert_file, f.rest_ssl_key_file, self.tls_dir / "rest-keystore.p12",
                                 password_file)
         password = store_password(password_file)
-        return {"security.ssl.rest.enabled": True, "security.ssl.rest.keystore": str(store),
-                "security.ssl.rest.keystore-type": "PKCS12", "security.ssl.rest.keystore-password": password,
-                "security.ssl.rest.key-password": password}
+        conf: dict[str, Any] = {
+            "security.ssl.rest.enabled": True, "security.ssl.rest.keystore": str(store),
+            "security.ssl.rest.keystore-type": "PKCS12", "security.ssl.rest.keystore-password": password,
+            "security.ssl.rest.key-password": password}
+        if f.rest_ssl_client_ca_file:  # mutual TLS: only clients with a certificate from this CA
+            trust = pkcs12_truststore(f.rest_ssl_client_ca_file, self.tls_dir / "rest-client-ca.p12", password_file)
+            conf.update({"security.ssl.rest.authentication-enabled": True, "security.ssl.rest.truststore": str(trust),
+                         "security.ssl.rest.truststore-type": "PKCS12",
+                         "security.ssl.rest.truststore-password": password})
+        return conf
 
     def _rest_client_tls(self) -> dict[str, Any]:
         """What `flink run` needs to reach an https REST API: a truststore (from rest_ca_file, else
@@ -426,18 +433,24 @@ class FlinkService(Service):
     def wait_job_state(self, job_id: str, states: set[str], timeout: float, starting: bool = False) -> str:
         """Wait until the job reaches one of ``states``; a terminal surprise fails at once.
 
-        ``starting`` (a job just submitted): RUNNING counts only once every task runs, and a
-        restart fails at once with its cause, since a job that cannot start (Kafka refusing its
-        login, say) restarts forever and would otherwise look RUNNING between two attempts.
+        ``starting`` (a job just submitted): RUNNING counts only once every task runs and the
+        Kafka source has partitions assigned (its reader reports a partition's offset, so the
+        source's Kafka client got in), and a restart fails at once with its cause: a job that
+        cannot start (Kafka refusing its login, say) restarts forever and looks RUNNING between
+        two attempts.
         """
         seen: dict[str, str | None] = {}
 
         def tasks_running() -> bool:
             try:
                 vertices = rest_get(self.rest, f"/jobs/{job_id}").get("vertices", [])
-            except (OSError, ValueError, urllib.error.URLError):
+                if not vertices or any(v.get("status") not in ("RUNNING", "FINISHED") for v in vertices):
+                    return False
+                metrics = rest_get(self.rest, f"/jobs/{job_id}/vertices/{vertices[0]['id']}/metrics")
+            except (OSError, ValueError, KeyError, urllib.error.URLError):
                 return False
-            return bool(vertices) and all(v.get("status") in ("RUNNING", "FINISHED") for v in vertices)
+            return any("KafkaSourceReader.topic." in m.get("id", "") and m["id"].endswith(".currentOffset")
+                       for m in metrics)
 
         def reached() -> bool:
             seen["state"] = self.job_state(job_id)
@@ -453,7 +466,8 @@ class FlinkService(Service):
                 return f"Flink job {job_id} is {state}" + self._root_cause(job_id)
             return None
 
-        what = f"Flink job {job_id} to reach {'/'.join(sorted(states))}" + (" with every task running" if starting else "")
+        what = f"Flink job {job_id} to reach {'/'.join(sorted(states))}" + (
+            " with every task running and its Kafka partitions assigned" if starting else "")
         wait_until(reached, timeout, what, abort=abort)
         return str(seen["state"])
 
