@@ -55,12 +55,12 @@ CHAOS_ENV = {
 
 
 def _restored(stack: Stack, jid: str) -> bool:
-    latest = rest_get(stack.flink.rest_url, f"/jobs/{jid}/checkpoints").get("latest") or {}
+    latest = rest_get(stack.flink.rest, f"/jobs/{jid}/checkpoints").get("latest") or {}
     return latest.get("restored") is not None and stack.flink.job_state(jid) == "RUNNING"
 
 
 def _counts(stack: Stack, jid: str) -> dict[str, int]:
-    return rest_get(stack.flink.rest_url, f"/jobs/{jid}/checkpoints").get("counts", {})
+    return rest_get(stack.flink.rest, f"/jobs/{jid}/checkpoints").get("counts", {})
 
 
 def _taskmanager_pid(stack: Stack) -> int:

@@ -47,7 +47,7 @@ if sink == "jdbc":
         conn.execute("TRUNCATE tumbling_zone_stats, late_trips, bad_records")
 jid = submit(stack, JobOptions(job="tumbling", topic=topic, until="latest", sink=sink, parallelism=parallelism))
 stack.flink.wait_job_state(jid, {"FINISHED"}, 1800)
-source = rest_get(stack.flink.rest_url, f"/jobs/{jid}")["vertices"][0]
+source = rest_get(stack.flink.rest, f"/jobs/{jid}")["vertices"][0]
 print(json.dumps({"seconds": source["duration"] / 1000}))
 """
 

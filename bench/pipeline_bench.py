@@ -147,7 +147,7 @@ def run_bounded(stack: Stack, opts: JobOptions) -> dict[str, Any]:
     """Run a bounded job to its end; the rate is records over the source task's running time."""
     jid = submit(stack, opts)
     stack.flink.wait_job_state(jid, {"FINISHED"}, 1800)
-    detail = rest_get(stack.flink.rest_url, f"/jobs/{jid}")
+    detail = rest_get(stack.flink.rest, f"/jobs/{jid}")
     source = detail["vertices"][0]
     records = source["metrics"]["read-records"] if source["metrics"].get("read-records") else None
     records = records or source["metrics"].get("write-records")

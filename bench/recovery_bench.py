@@ -42,7 +42,7 @@ EVENT_RATE = 2.0  # trips per second of event time (the synthetic default shape)
 
 
 def _checkpoints(stack: Stack, jid: str) -> dict[str, Any]:
-    return rest_get(stack.flink.rest_url, f"/jobs/{jid}/checkpoints")
+    return rest_get(stack.flink.rest, f"/jobs/{jid}/checkpoints")
 
 
 def _newest_window_end_ms(stack: Stack) -> int:

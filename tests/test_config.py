@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import ssl
 from pathlib import Path
 
 import pytest
 
-from tripstream.config import load_settings
+from tripstream.config import load_settings, mask_secrets, sensitive_values
+from tripstream.stack.flink import RestEndpoint
 from tripstream.errors import ConfigError
 
 
@@ -72,3 +75,47 @@ def test_unknown_keys_in_the_file_are_refused(tmp_path: Path) -> None:
     cfg.write_text("[kafka\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(env={}, config_file=cfg)
+
+
+def test_python_and_flink_kafka_clients_have_separate_settings(tmp_path: Path) -> None:
+    cfg = tmp_path / "tripstream.toml"
+    cfg.write_text('[kafka.client]\n"security.protocol" = "SASL_SSL"\n"sasl.password" = "${env:KPW}"\n'
+                   '[kafka.jobs_client]\n"security.protocol" = "SASL_SSL"\n'
+                   '"sasl.jaas.config" = \'ScramLoginModule required username="u" password="${file:' +
+                   str(tmp_path / "pw") + '}";\'\n"x.literal" = "$${env:KAFKA_OWN}"\n')
+    (tmp_path / "pw").write_text("from-a-file\n")
+    props = tmp_path / "jobs.properties"
+    props.write_text("sasl.mechanism=SCRAM-SHA-512\n")
+    s = load_settings(env={"TRIPSTREAM_CONFIG": str(cfg), "KPW": "from-env",
+                           "TRIPSTREAM_KAFKA_JOBS_CLIENT_PROPERTIES": str(props)})
+    assert s.kafka.client_config()["sasl.password"] == "from-env"
+    assert "sasl.jaas.config" not in s.kafka.client_config()
+    jobs = s.kafka.jobs_properties()
+    assert jobs["sasl.jaas.config"] == 'ScramLoginModule required username="u" password="from-a-file";'
+    assert jobs["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert jobs["x.literal"] == "${env:KAFKA_OWN}"  # left for Kafka's own config providers
+    assert set(s.secrets) == {"from-env", "from-a-file"}
+    assert mask_secrets(f"options: {jobs['sasl.jaas.config']}", s.secrets).count("***") == 1
+    assert "from-a-file" not in mask_secrets(str(jobs), [*s.secrets, *sensitive_values(jobs)])
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"TRIPSTREAM_FLINK_REST_PASSWORD": "${env:NOPE}"}, "flink.rest_password: environment variable NOPE is not set"),
+    ({"TRIPSTREAM_FLINK_REST_PASSWORD": "${file:/nonexistent/pw}"}, "flink.rest_password: cannot read /nonexistent/pw"),
+    ({"TRIPSTREAM_KAFKA_JOBS_CLIENT_PROPERTIES": "/nonexistent.properties"}, "cannot read Kafka jobs client properties"),
+])
+def test_missing_secrets_are_one_clear_error(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env=env)
+
+
+def test_rest_endpoint_carries_tls_and_auth(tmp_path: Path) -> None:
+    s = load_settings(env={"TRIPSTREAM_FLINK_REST": "https://flink.example:8443/flink/", "FPW": "pw-42",
+                           "TRIPSTREAM_FLINK_REST_USERNAME": "ops", "TRIPSTREAM_FLINK_REST_PASSWORD": "${env:FPW}"})
+    rest = RestEndpoint.from_settings(s.flink)
+    assert rest.https and str(rest) == "https://flink.example:8443/flink"
+    req = rest.request("/overview")
+    assert req.full_url == "https://flink.example:8443/flink/overview"
+    assert req.get_header("Authorization") == "Basic " + base64.b64encode(b"ops:pw-42").decode()
+    assert rest.ssl_context().verify_mode == ssl.CERT_REQUIRED
+    assert RestEndpoint("http://127.0.0.1:8081").ssl_context() is None

@@ -199,7 +199,7 @@ def produce(
 ) -> None:
     """Send trip events to Kafka: a TLC file or a synthetic stream, keyed by pickup zone."""
     from tripstream.events.producer import TripProducer, file_items, parse_speed, synthetic_items
-    from tripstream.kafka.topics import ensure_topic, topic_limits
+    from tripstream.kafka.topics import ensure_topic, topic_limits, topic_partitions
 
     # Everything is checked before a single record is sent.
     if synthetic == (file is not None):
@@ -209,6 +209,9 @@ def produce(
     pace = parse_speed(speed)
     lo, hi = _parse_time(from_, "--from"), _parse_time(to, "--to")
     overrides = _client_overrides(client)
+    # Kafka answers (a refused login or certificate is one line here) before a producer is built
+    # and would retry it in the background.
+    topic_partitions(settings().kafka, topic)
     total: int | None = limit
     if synthetic:
         from tripstream.events.synthetic import SyntheticStream

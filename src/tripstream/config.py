@@ -7,16 +7,25 @@ variables, then explicit overrides from the command line.
 An address that is *set* (``kafka.bootstrap``, ``postgres.dsn``, ``flink.rest``) means "use that
 existing engine": ``tripstream up`` does not start a local one and ``status`` reports the external
 one. Left unset, the project runs its own engine on 127.0.0.1 with the configured port.
+
+Secured clusters need secrets, which must never sit in a committed file or on a command line: any
+value of the client maps (``kafka.client``, ``kafka.jobs_client``, ``flink.rest_headers``) and
+``flink.rest_password`` may say ``${env:NAME}`` or ``${file:PATH}`` and gets that variable or that
+file's content (stripped) when the settings are loaded; ``$${`` is a literal ``${`` (for Kafka's own
+config providers). Every value so expanded is remembered in :attr:`Settings.secrets` so the logs
+we write and the errors we show can mask it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from tripstream.dsn import dsn_password
 from tripstream.errors import ConfigError
 
 COMPONENTS: tuple[str, ...] = ("kafka", "flink", "postgres")
@@ -33,9 +42,22 @@ class KafkaSettings:
     bootstrap: str = ""
     # The bootstrap servers as seen from inside Flink (differs under Docker: kafka:29092).
     jobs_bootstrap: str = ""
-    # Client settings passed through verbatim to librdkafka and, as properties.*, to Flink's
-    # Kafka connector (security.protocol, sasl.mechanism, ssl.ca.location, ...).
+    # librdkafka settings for our Python clients (producer, admin, verify's consumer), passed
+    # through verbatim: security.protocol, sasl.mechanism, sasl.username, ssl.ca.location, ...
     client: Mapping[str, str] = field(default_factory=dict)
+    # Java Kafka client settings for the Kafka connector inside Flink (as properties.*):
+    # security.protocol, sasl.mechanism, sasl.jaas.config, ssl.truststore.location, ... The two
+    # clients name their settings differently and each refuses or ignores the other's.
+    jobs_client: Mapping[str, str] = field(default_factory=dict)
+    # The local broker's one client listener: PLAINTEXT, or SASL_SSL with SCRAM-SHA-512 (then the
+    # four settings below are required). Only for the broker tripstream starts.
+    listener_security: str = "PLAINTEXT"
+    # PEM: the broker's certificate chain and its unencrypted private key (one file or two).
+    ssl_cert_file: str = ""
+    ssl_key_file: str = ""
+    # The SCRAM-SHA-512 user created when the storage is formatted, and a file holding its password.
+    scram_user: str = ""
+    scram_password_file: str = ""
 
     @property
     def external(self) -> bool:
@@ -48,6 +70,14 @@ class KafkaSettings:
     @property
     def jobs_bootstrap_servers(self) -> str:
         return self.jobs_bootstrap or self.bootstrap_servers
+
+    @property
+    def secured_listener(self) -> bool:
+        return self.listener_security.upper() != "PLAINTEXT"
+
+    def jobs_properties(self) -> dict[str, str]:
+        """The Java client's settings for Flink's Kafka connector (without the ``properties.`` prefix)."""
+        return dict(self.jobs_client)
 
     def client_config(self, **extra: Any) -> dict[str, Any]:
         """librdkafka configuration: bootstrap + pass-through settings + caller's extras."""
@@ -66,8 +96,24 @@ class FlinkSettings:
     slots: int = 4
     jobmanager_memory: str = "1024m"
     taskmanager_memory: str = "1728m"
-    # An existing cluster's REST address (http://host:port); empty means "run our own".
+    # An existing cluster's REST address (http://host:port or https://host:port/prefix/); empty
+    # means "run our own".
     rest: str = ""
+    # TLS for the REST API (our client, `flink run`, health): a PEM CA file to verify the server,
+    # and a PEM client certificate and key when the server asks for one (mutual TLS).
+    rest_ca_file: str = ""
+    rest_client_cert: str = ""
+    rest_client_key: str = ""
+    # HTTP basic auth in front of the REST API (a proxy: Flink has none of its own); the password
+    # from ${env:...} or ${file:...}. Extra headers (say a bearer token) in [flink.rest_headers].
+    rest_username: str = ""
+    rest_password: str = ""
+    rest_headers: Mapping[str, str] = field(default_factory=dict)
+    # The local cluster's REST endpoint over https: its PEM certificate chain and unencrypted key,
+    # and, to demand client certificates (mutual TLS), the PEM CA that must have signed them.
+    rest_ssl_cert_file: str = ""
+    rest_ssl_key_file: str = ""
+    rest_ssl_client_ca_file: str = ""
     # Flink's Prometheus reporter (local cluster): the JobManager serves /metrics on this port,
     # the TaskManager on the next one. Off unless asked for ("on"): Flink binds it on every
     # interface, and everything else we start listens on 127.0.0.1 only.
@@ -83,8 +129,13 @@ class FlinkSettings:
         return bool(self.rest)
 
     @property
+    def local_rest_ssl(self) -> bool:
+        return bool(self.rest_ssl_cert_file) and not self.external
+
+    @property
     def rest_url(self) -> str:
-        return (self.rest or f"http://127.0.0.1:{self.port}").rstrip("/")
+        scheme = "https" if self.local_rest_ssl else "http"
+        return (self.rest or f"{scheme}://127.0.0.1:{self.port}").rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -98,6 +149,12 @@ class PostgresSettings:
     dsn: str = ""
     # The JDBC URL as seen from inside Flink, when it differs from the DSN's host (Docker).
     jobs_jdbc_url: str = ""
+    # The local server: TLS only (hostssl) when both PEM files are set, and what our clients
+    # then ask for (libpq/pgjdbc sslmode, and the CA file that verifies the server).
+    ssl_cert_file: str = ""
+    ssl_key_file: str = ""
+    sslmode: str = ""
+    sslrootcert: str = ""
 
     @property
     def external(self) -> bool:
@@ -125,6 +182,8 @@ class Settings:
     # Where `make bootstrap` put the Maven-fetched jars (not in the state dir: `down --purge`
     # must not force a re-download).
     jars_dir: Path = field(default_factory=lambda: default_jars_dir())
+    # Every value that came from ${env:...} or ${file:...}: masked wherever we print or log.
+    secrets: tuple[str, ...] = ()
 
     def component_dir(self, name: str) -> Path:
         return self.state_dir / name
@@ -140,6 +199,55 @@ def default_jars_dir() -> Path:
 
 _SECTIONS = {"kafka": KafkaSettings, "flink": FlinkSettings, "postgres": PostgresSettings,
              "dashboard": DashboardSettings}
+# Settings that are maps of free-form keys (a TOML table, not a single value).
+_MAPS = {("kafka", "client"), ("kafka", "jobs_client"), ("flink", "rest_headers")}
+# Settings whose values may hold ${env:...} / ${file:...} references.
+_EXPANDED = _MAPS | {("flink", "rest_password")}
+# Properties files named by the environment, merged over the file's maps.
+_PROPERTIES_ENV = {"TRIPSTREAM_KAFKA_CLIENT_PROPERTIES": ("client", "Kafka client properties"),
+                   "TRIPSTREAM_KAFKA_JOBS_CLIENT_PROPERTIES": ("jobs_client", "Kafka jobs client properties")}
+_REFERENCE = re.compile(r"\$\$\{|\$\{(env|file):([^}]+)\}")
+
+
+_SENSITIVE_KEYS = ("password", "secret", "jaas", "token", "credential")
+
+
+def sensitive_values(settings: Mapping[str, str]) -> list[str]:
+    """The values of a client map whose keys say they are secret (sasl.jaas.config, ssl.key.password, ...)."""
+    return [v for k, v in settings.items() if any(word in k.lower() for word in _SENSITIVE_KEYS)]
+
+
+def mask_secrets(text: str, secrets: tuple[str, ...] | list[str]) -> str:
+    """``text`` with every secret value replaced by ``***`` (longest first, so none leaks in part)."""
+    for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def expand_references(value: str, env: Mapping[str, str], origin: str, found: list[str]) -> str:
+    """Replace ``${env:NAME}`` and ``${file:PATH}`` in ``value``; ``$${`` stays a literal ``${``.
+
+    Each expanded value is appended to ``found`` (to be masked later). A missing variable or an
+    unreadable file is a :class:`ConfigError` naming the setting.
+    """
+
+    def repl(match: re.Match[str]) -> str:
+        if match.group(0) == "$${":
+            return "${"
+        kind, ref = match.group(1), match.group(2).strip()
+        if kind == "env":
+            if ref not in env:
+                raise ConfigError(f"{origin}: environment variable {ref} is not set")
+            secret = env[ref]
+        else:
+            try:
+                secret = Path(ref).expanduser().read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"{origin}: cannot read {ref}: {exc.strerror}") from None
+        found.append(secret)
+        return secret
+
+    return _REFERENCE.sub(repl, value)
 
 
 def _coerce(cls: type, name: str, raw: Any, origin: str) -> Any:
@@ -161,12 +269,12 @@ def _coerce(cls: type, name: str, raw: Any, origin: str) -> Any:
     return raw
 
 
-def _parse_properties(path: Path) -> dict[str, str]:
+def _parse_properties(path: Path, what: str = "Kafka client properties") -> dict[str, str]:
     """Read a Java-style client.properties file (key=value, # comments)."""
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ConfigError(f"cannot read Kafka client properties {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
     props: dict[str, str] = {}
     for line in text.splitlines():
         line = line.strip()
@@ -212,8 +320,10 @@ def load_settings(
             for sub, raw in value.items():
                 if sub not in known:
                     raise ConfigError(f"{path}: unknown setting {key}.{sub}")
-                if sub == "client":
-                    sections[key][sub] = {str(k): str(v) for k, v in dict(raw).items()}
+                if (key, sub) in _MAPS:
+                    if not isinstance(raw, dict):
+                        raise ConfigError(f"{path}: [{key}.{sub}] must be a table")
+                    sections[key][sub] = {str(k): str(v) for k, v in raw.items()}
                 else:
                     sections[key][sub] = _coerce(_SECTIONS[key], sub, raw, f"{path}: {key}.{sub}")
         elif key in ("state_dir", "jars_dir"):
@@ -224,16 +334,16 @@ def load_settings(
     # Environment: TRIPSTREAM_<SECTION>_<FIELD>, e.g. TRIPSTREAM_KAFKA_BOOTSTRAP.
     for name, cls in _SECTIONS.items():
         for f in fields(cls):
-            if f.name == "client":
+            if (name, f.name) in _MAPS:
                 continue
             var = f"TRIPSTREAM_{name.upper()}_{f.name.upper()}"
             if var in env and env[var] != "":
                 sections[name][f.name] = _coerce(cls, f.name, env[var], var)
-    props_file = env.get("TRIPSTREAM_KAFKA_CLIENT_PROPERTIES")
-    if props_file:
-        merged = dict(sections["kafka"].get("client", {}))
-        merged.update(_parse_properties(Path(props_file)))
-        sections["kafka"]["client"] = merged
+    for var, (sub, what) in _PROPERTIES_ENV.items():
+        if env.get(var):
+            merged = dict(sections["kafka"].get(sub, {}))
+            merged.update(_parse_properties(Path(env[var]), what))
+            sections["kafka"][sub] = merged
     for var, key in (("TRIPSTREAM_STATE_DIR", "state_dir"), ("TRIPSTREAM_JARS_DIR", "jars_dir")):
         if env.get(var):
             top[key] = Path(env[var])
@@ -246,8 +356,21 @@ def load_settings(
         else:
             top[key] = Path(value) if key in ("state_dir", "jars_dir") else value
 
+    secrets: list[str] = []
+    for section, sub in sorted(_EXPANDED):
+        value = sections[section].get(sub)
+        if isinstance(value, Mapping):
+            sections[section][sub] = {k: expand_references(v, env, f"{section}.{sub}.{k}", secrets)
+                                      for k, v in value.items()}
+        elif isinstance(value, str):
+            sections[section][sub] = expand_references(value, env, f"{section}.{sub}", secrets)
+    dsn = sections["postgres"].get("dsn")
+    if dsn:
+        secrets.append(dsn_password(dsn))
+
     settings = Settings(
         **top,
+        secrets=tuple(s for s in secrets if s),
         kafka=KafkaSettings(**sections["kafka"]),
         flink=FlinkSettings(**sections["flink"]),
         postgres=PostgresSettings(**sections["postgres"]),

@@ -350,7 +350,7 @@ def refresh_metrics(stack: Stack, timeout: float = 5.0, poll_s: float = 0.1) -> 
     differs. False when that did not happen within ``timeout`` (a TaskManager not answering):
     the sample is then taken as it is, and the report says how many samples were fresh.
     """
-    base = stack.flink.rest_url
+    base = stack.flink.rest
 
     def marks() -> dict[str, Any]:
         try:

@@ -62,13 +62,13 @@ def late_records_dropped(stack: Stack) -> dict[str, tuple[int, int]]:
         if job["state"] != "RUNNING" or not job["name"].startswith("tripstream-"):
             continue
         operators = dropped = 0
-        for vertex in rest_get(stack.flink.rest_url, f"/jobs/{job['jid']}").get("vertices", []):
+        for vertex in rest_get(stack.flink.rest, f"/jobs/{job['jid']}").get("vertices", []):
             base = f"/jobs/{job['jid']}/vertices/{vertex['id']}/metrics"
-            names = [m["id"] for m in rest_get(stack.flink.rest_url, base) if m["id"].endswith(".numLateRecordsDropped")]
+            names = [m["id"] for m in rest_get(stack.flink.rest, base) if m["id"].endswith(".numLateRecordsDropped")]
             if not names:
                 continue
             query = urllib.parse.quote(",".join(names), safe=",")
-            for metric in rest_get(stack.flink.rest_url, f"{base}?get={query}"):
+            for metric in rest_get(stack.flink.rest, f"{base}?get={query}"):
                 operators += 1
                 dropped += int(float(metric.get("value") or 0))
         found[job["name"].removeprefix("tripstream-")] = (operators, dropped)
@@ -86,7 +86,7 @@ def assert_nothing_dropped(stack: Stack) -> None:
 def _cancel_all(stack: Stack) -> None:
     for job in flink_jobs(stack):
         if job["state"] in ACTIVE and job["state"] != "CANCELLING":
-            rest_call(stack.flink.rest_url, f"/jobs/{job['jid']}", method="PATCH")
+            rest_call(stack.flink.rest, f"/jobs/{job['jid']}", method="PATCH")
     for job in flink_jobs(stack):
         if job["state"] in ACTIVE:
             stack.flink.wait_job_state(job["jid"], {"CANCELED", "FAILED", "FINISHED"}, 60)

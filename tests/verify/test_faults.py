@@ -72,7 +72,7 @@ def _start(stack: Stack, topic: str, parallelism: int, jobs: Sequence[str] = JOB
 
 def _completed(stack: Stack, jid: str) -> int:
     try:
-        return rest_get(stack.flink.rest_url, f"/jobs/{jid}/checkpoints").get("counts", {}).get("completed", 0)
+        return rest_get(stack.flink.rest, f"/jobs/{jid}/checkpoints").get("counts", {}).get("completed", 0)
     except OSError:
         return 0
 
@@ -93,7 +93,7 @@ def _mid_window(stack: Stack, jids: dict[str, str]) -> None:
 def _restarted(stack: Stack, jids: dict[str, str]) -> None:
     """Wait until every job runs again, restored from a checkpoint."""
     def restored(jid: str) -> bool:
-        latest = rest_get(stack.flink.rest_url, f"/jobs/{jid}/checkpoints").get("latest") or {}
+        latest = rest_get(stack.flink.rest, f"/jobs/{jid}/checkpoints").get("latest") or {}
         return latest.get("restored") is not None and stack.flink.job_state(jid) == "RUNNING"
 
     for job, jid in jids.items():
@@ -201,7 +201,7 @@ def test_savepoint_and_rescale_then_the_flink_cluster_restarted_and_resumed(clea
 
     _through(stack, "rescale-restart", 22, rescale_then_restart, speed=SPEED / 2)
     for jid in resumed.values():
-        detail = rest_get(stack.flink.rest_url, f"/jobs/{jid}")
+        detail = rest_get(stack.flink.rest, f"/jobs/{jid}")
         assert max(v["parallelism"] for v in detail["vertices"]) == 2
 
 

@@ -37,6 +37,24 @@ BAD_COLUMNS = [("job", "STRING"), ("kafka_topic", "STRING"), ("kafka_partition",
                ("reason", "STRING"), ("payload", "STRING"), ("received_at", "TIMESTAMP(3)")]
 
 
+KAFKA_PACKAGE = "org.apache.kafka."
+# flink-sql-connector-kafka relocates the Kafka client it bundles under this package.
+SHADED_KAFKA_PACKAGE = "org.apache.flink.kafka.shaded.org.apache.kafka."
+
+
+def shaded_kafka_classes(value: str) -> str:
+    """A Java client setting with Kafka's class names moved to the connector's shaded package.
+
+    The jobs use the SQL connector jar, which bundles Kafka's client relocated; a
+    ``sasl.jaas.config`` naming ``org.apache.kafka.common.security.scram.ScramLoginModule`` (as
+    Kafka's documentation and every managed service write it) fails there with "No LoginModule
+    found". Names already shaded are left alone.
+    """
+    marker = "\0shaded\0"
+    return value.replace(SHADED_KAFKA_PACKAGE, marker).replace(KAFKA_PACKAGE, SHADED_KAFKA_PACKAGE) \
+        .replace(marker, SHADED_KAFKA_PACKAGE)
+
+
 def kafka_source(name: str, opts: JobOptions, conn: Mapping[str, Any]) -> str:
     """CREATE TABLE for the trips topic: raw payloads, their Kafka coordinates, the event time.
 
@@ -56,7 +74,7 @@ def kafka_source(name: str, opts: JobOptions, conn: Mapping[str, Any]) -> str:
     if opts.until == "latest":
         options["scan.bounded.mode"] = "latest-offset"
     for key, value in conn.get("kafka_client", {}).items():
-        options[f"properties.{key}"] = value
+        options[f"properties.{key}"] = shaded_kafka_classes(value)
     columns = [
         "  payload BYTES",
         "  kafka_topic STRING METADATA FROM 'topic' VIRTUAL",

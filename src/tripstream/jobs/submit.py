@@ -11,6 +11,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from tripstream.config import sensitive_values
 from tripstream.errors import TripstreamError
 from tripstream.jobs.migrations import migrate
 from tripstream.jobs.options import JobOptions
@@ -28,7 +29,7 @@ class JobError(TripstreamError):
 def flink_jobs(stack: Stack) -> list[dict[str, Any]]:
     """Every job the cluster knows, newest first."""
     try:
-        jobs = rest_get(stack.flink.rest_url, "/jobs/overview").get("jobs", [])
+        jobs = rest_get(stack.flink.rest, "/jobs/overview").get("jobs", [])
     except (OSError, ValueError, urllib.error.URLError):
         raise JobError(f"Flink's REST API at {stack.flink.rest_url} does not answer: tripstream up") from None
     return sorted(jobs, key=lambda j: j.get("start-time", 0), reverse=True)
@@ -134,6 +135,12 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 300.0, restore_from:
     functions_jar = stack.settings.jars_dir / "functions" / "tripstream-flink-functions.jar"
     if not functions_jar.is_file():
         raise JobError(f"{functions_jar} is missing: run make bootstrap (it builds java/udf)")
+    kafka = stack.settings.kafka
+    protocol = str(kafka.client.get("security.protocol", "PLAINTEXT")).upper()
+    if protocol != "PLAINTEXT" and not kafka.jobs_client:
+        raise JobError(f"kafka.client sets security.protocol={protocol} for the Python clients, but kafka.jobs_client "
+                       "is empty: Flink's Java Kafka client needs its own settings (sasl.jaas.config, "
+                       "ssl.truststore.location; [kafka.jobs_client] or TRIPSTREAM_KAFKA_JOBS_CLIENT_PROPERTIES)")
     with stack.postgres.connect() as conn:
         migrate(conn)
     url, user, password = stack.postgres.jdbc()
@@ -141,7 +148,7 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 300.0, restore_from:
         "options": opts.as_dict(),
         "connections": {
             "kafka_bootstrap": stack.settings.kafka.jobs_bootstrap_servers,
-            "kafka_client": dict(stack.settings.kafka.client),
+            "kafka_client": kafka.jobs_properties(),
             "jdbc_url": url, "jdbc_user": user, "jdbc_password": password,
             "functions_jar": str(functions_jar),
         },
@@ -156,19 +163,20 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 300.0, restore_from:
     from tripstream.jobs import runner
 
     job_id = stack.flink.submit_python(Path(runner.__file__), [str(spec_path)], timeout=timeout,
-                                       restore_from=restore_from)
+                                       restore_from=restore_from,
+                                       secrets=[password, *sensitive_values(kafka.jobs_client)])
     with _history(stack, opts.job).open("a") as fh:
         fh.write(json.dumps({"id": job_id, "at": time.time(), "spec": str(spec_path), "topic": opts.topic,
                              "offsets": offsets, "lateness_rule": LATENESS_RULE,
                              "restored_from": str(restore_from) if restore_from else None}) + "\n")
-    stack.flink.wait_job_state(job_id, {"RUNNING", "FINISHED"}, timeout)
+    stack.flink.wait_job_state(job_id, {"RUNNING", "FINISHED"}, timeout, starting=True)
     return job_id
 
 
 def _watermark_ms(stack: Stack, jid: str, vertices: list[dict[str, Any]]) -> int | None:
     """The lowest input watermark of the job's last vertex, in epoch ms (wall clock read as UTC)."""
     try:
-        marks = rest_get(stack.flink.rest_url, f"/jobs/{jid}/vertices/{vertices[-1]['id']}/watermarks")
+        marks = rest_get(stack.flink.rest, f"/jobs/{jid}/vertices/{vertices[-1]['id']}/watermarks")
     except (OSError, ValueError, urllib.error.URLError, IndexError, KeyError):
         return None
     values = [int(m["value"]) for m in marks if m.get("id", "").endswith("currentInputWatermark")]
@@ -197,7 +205,7 @@ def describe_jobs(stack: Stack, metrics: bool = False) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"name": job["name"].removeprefix("tripstream-"), "id": job["jid"],
                                "state": job["state"], "uptime_s": round(job.get("duration", 0) / 1000)}
         try:
-            detail = rest_get(stack.flink.rest_url, f"/jobs/{job['jid']}")
+            detail = rest_get(stack.flink.rest, f"/jobs/{job['jid']}")
             vertices = detail.get("vertices", [])
             if metrics and job["state"] in ACTIVE:
                 row.update(_job_metrics(stack, detail))
@@ -208,7 +216,7 @@ def describe_jobs(stack: Stack, metrics: bool = False) -> list[dict[str, Any]]:
                 row["records_in"] = vertices[0].get("metrics", {}).get("read-records")
                 if len(vertices) > 1:
                     row["records_out"] = vertices[-1].get("metrics", {}).get("read-records")
-            cps = rest_get(stack.flink.rest_url, f"/jobs/{job['jid']}/checkpoints")
+            cps = rest_get(stack.flink.rest, f"/jobs/{job['jid']}/checkpoints")
             last = (cps.get("latest") or {}).get("completed")
             if last:
                 row["last_checkpoint"] = {"id": last.get("id"), "at_ms": last.get("latest_ack_timestamp"),
@@ -247,7 +255,7 @@ def _job_metrics(stack: Stack, detail: dict[str, Any]) -> dict[str, Any]:
     source reports the last offset it consumed, -1 before the first), read live from Flink's
     metrics rather than the group's committed offsets, which only move on checkpoints.
     """
-    base, jid = stack.flink.rest_url, detail["jid"]
+    base, jid = stack.flink.rest, detail["jid"]
     vertices = detail.get("vertices", [])
     out: dict[str, Any] = {"start_time_ms": detail.get("start-time"), "now_ms": detail.get("now"),
                            "job_type": detail.get("job-type")}
@@ -307,17 +315,17 @@ def stop(stack: Stack, name: str, savepoint: bool = False, timeout: float = 120.
         raise JobError(f"no running job named {name!r} (tripstream jobs lists them)")
     jid = job["jid"]
     if not savepoint:
-        rest_call(stack.flink.rest_url, f"/jobs/{jid}", method="PATCH")
+        rest_call(stack.flink.rest, f"/jobs/{jid}", method="PATCH")
         stack.flink.wait_job_state(jid, {"CANCELED"}, timeout)
         return None
     target = stack.flink.savepoints_dir / name
-    trigger = rest_call(stack.flink.rest_url, f"/jobs/{jid}/stop", method="POST",
+    trigger = rest_call(stack.flink.rest, f"/jobs/{jid}/stop", method="POST",
                         body={"drain": False, "targetDirectory": target.as_uri()})
     request_id = trigger["request-id"]
     result: dict[str, Any] = {}
 
     def done() -> bool:
-        status = rest_get(stack.flink.rest_url, f"/jobs/{jid}/savepoints/{request_id}")
+        status = rest_get(stack.flink.rest, f"/jobs/{jid}/savepoints/{request_id}")
         result.update(status)
         return status.get("status", {}).get("id") == "COMPLETED"
 

@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from tripstream.config import KafkaSettings
 from tripstream.events.errors import EventsError
 from tripstream.events.schema import event_time_ms
-from tripstream.kafka.errors import KafkaError
+from tripstream.kafka.errors import ClientErrors, KafkaError
 
 
 @dataclass(frozen=True)
@@ -34,14 +34,16 @@ class PartitionLag:
         return asdict(self)
 
 
-def _consumer(settings: KafkaSettings, group: str) -> Consumer:
-    return Consumer(settings.client_config(**{
-        "group.id": group, "enable.auto.commit": False, "log_level": 0, "socket.timeout.ms": 5000}))
+def _consumer(settings: KafkaSettings, group: str, errors: ClientErrors | None = None) -> Consumer:
+    conf = settings.client_config(**{
+        "group.id": group, "enable.auto.commit": False, "log_level": 0, "socket.timeout.ms": 5000})
+    return Consumer(errors.config(conf) if errors is not None else conf)
 
 
 def end_offsets(settings: KafkaSettings, topic: str, timeout: float = 5.0) -> dict[int, int]:
     """The high watermark of every partition of ``topic`` (empty when the topic is missing)."""
-    consumer = _consumer(settings, "tripstream-inspect")
+    errors = ClientErrors()
+    consumer = _consumer(settings, "tripstream-inspect", errors)
     try:
         meta = consumer.list_topics(topic=topic, timeout=timeout)
         info = meta.topics.get(topic)
@@ -50,7 +52,9 @@ def end_offsets(settings: KafkaSettings, topic: str, timeout: float = 5.0) -> di
         return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
                 for p in sorted(info.partitions)}
     except KafkaException as exc:
-        raise KafkaError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc.args[0].str()}") from None
+        consumer.poll(0.5)  # serve the error callbacks: they say why (a refused login, a bad certificate)
+        raise errors.error(settings.bootstrap_servers,
+                           f"cannot reach Kafka at {settings.bootstrap_servers}: {exc.args[0].str()}") from None
     finally:
         consumer.close()
 

@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from tripstream.config import KafkaSettings
-from tripstream.kafka.errors import KafkaError
+from tripstream.kafka.errors import ClientErrors, KafkaError
 
 
 @dataclass(frozen=True)
@@ -75,10 +75,14 @@ def admin(settings: KafkaSettings) -> AdminClient:
 
 def topic_partitions(settings: KafkaSettings, topic: str, timeout: float = 10.0) -> list[int] | None:
     """The topic's partition ids, or None when it does not exist."""
+    errors = ClientErrors()
+    client = AdminClient(errors.config(settings.client_config(log_level=0)))
     try:
-        meta = admin(settings).list_topics(topic=topic, timeout=timeout)
+        meta = client.list_topics(topic=topic, timeout=timeout)
     except KafkaException as exc:
-        raise KafkaError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc.args[0].str()}") from None
+        client.poll(0.5)  # serve the error callbacks: they say why (a refused login, a bad certificate)
+        raise errors.error(settings.bootstrap_servers,
+                           f"cannot reach Kafka at {settings.bootstrap_servers}: {exc.args[0].str()}") from None
     info = meta.topics.get(topic)
     if info is None or info.error is not None:
         return None

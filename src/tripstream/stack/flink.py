@@ -5,25 +5,38 @@ The ``apache-flink`` wheel ships Flink's scripts and jars. We run ``jobmanager.s
 JVM's) with ``FLINK_CONF_DIR``, ``FLINK_LOG_DIR`` and ``FLINK_LIB_DIR`` pointing into the state
 dir: site-packages is never written to. The lib dir links Flink's own jars and the connector
 jars fetched by Maven, so every job finds the Kafka and JDBC connectors without ``pipeline.jars``.
+
+Every REST use (status, jobs, health, verify, the dashboard, ``flink run``) goes through one
+:class:`RestEndpoint`, so a cluster behind https, a private CA, a client certificate or basic auth
+is reached the same way by all of them. ``flink run`` gets the same settings in its own private
+conf dir (keystores converted from the PEM files, see :mod:`tripstream.tls`) and the headers in
+``FLINK_REST_CLIENT_HEADERS``, the environment variable Flink's REST client reads them from.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tripstream.config import FlinkSettings, mask_secrets
 from tripstream.stack.base import Service
 from tripstream.stack.errors import MissingToolError, StackError
+from tripstream.stack.kafka import java_binary
 from tripstream.stack.process import ManagedProcess, wait_until
+from tripstream.tls import pkcs12_keystore, pkcs12_truststore, private_file, store_password
 
 
 def flink_home() -> Path:
@@ -38,20 +51,75 @@ def flink_home() -> Path:
     return home
 
 
-def rest_get(base_url: str, path: str, timeout: float = 3.0) -> Any:
-    """GET a Flink REST resource and decode its JSON."""
-    with urllib.request.urlopen(f"{base_url}{path}", timeout=timeout) as resp:  # noqa: S310 - our own URL
-        return json.loads(resp.read())
+@dataclass(frozen=True)
+class RestEndpoint:
+    """Flink's REST API and how to reach it: the base URL, TLS material, and request headers.
+
+    ``str()`` is the URL, so messages can name it as before.
+    """
+
+    url: str
+    ca_file: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_settings(cls, flink: FlinkSettings) -> RestEndpoint:
+        headers = dict(flink.rest_headers)
+        if flink.rest_username:
+            token = base64.b64encode(f"{flink.rest_username}:{flink.rest_password}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        return cls(url=flink.rest_url, ca_file=flink.rest_ca_file, client_cert=flink.rest_client_cert,
+                   client_key=flink.rest_client_key, headers=tuple(headers.items()))
+
+    def __str__(self) -> str:
+        return self.url
+
+    @property
+    def https(self) -> bool:
+        return self.url.lower().startswith("https://")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """Verifies the server (with ``ca_file``, else the system's CAs) and presents the client
+        certificate when one is set; None for plain http."""
+        if not self.https:
+            return None
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file or None)
+            if self.client_cert:
+                context.load_cert_chain(self.client_cert, self.client_key or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise StackError(f"flink: cannot load the REST TLS files ({self.ca_file or '-'}, "
+                             f"{self.client_cert or '-'}): {exc}") from None
+        return context
+
+    def request(self, path: str, method: str = "GET", body: Any = None) -> urllib.request.Request:
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {**dict(self.headers), **({"Content-Type": "application/json"} if data is not None else {})}
+        return urllib.request.Request(f"{self.url}{path}", data=data, method=method, headers=headers)
+
+    def send(self, path: str, method: str = "GET", body: Any = None, timeout: float = 3.0) -> Any:
+        """The decoded JSON answer (None when empty)."""
+        with urllib.request.urlopen(self.request(path, method, body), timeout=timeout,  # noqa: S310
+                                    context=self.ssl_context()) as resp:
+            raw = resp.read()
+        return json.loads(raw) if raw else None
 
 
-def rest_call(base_url: str, path: str, method: str = "PATCH", body: Any = None, timeout: float = 10.0) -> Any:
+def _endpoint(target: RestEndpoint | str) -> RestEndpoint:
+    return target if isinstance(target, RestEndpoint) else RestEndpoint(url=str(target).rstrip("/"))
+
+
+def rest_get(target: RestEndpoint | str, path: str, timeout: float = 3.0) -> Any:
+    """GET a Flink REST resource and decode its JSON (a bare URL: plain, no auth)."""
+    return _endpoint(target).send(path, timeout=timeout)
+
+
+def rest_call(target: RestEndpoint | str, path: str, method: str = "PATCH", body: Any = None,
+              timeout: float = 10.0) -> Any:
     """Send a non-GET request to the Flink REST API."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"{base_url}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
-        raw = resp.read()
-    return json.loads(raw) if raw else None
+    return _endpoint(target).send(path, method=method, body=body, timeout=timeout)
 
 
 class FlinkService(Service):
@@ -80,6 +148,20 @@ class FlinkService(Service):
     def rest_url(self) -> str:
         return self.settings.flink.rest_url
 
+    @property
+    def rest(self) -> RestEndpoint:
+        """The REST API with its TLS and auth settings: what every REST use goes through."""
+        return RestEndpoint.from_settings(self.settings.flink)
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.dir / "tls"
+
+    @property
+    def client_conf_dir(self) -> Path:
+        """`flink run`'s own conf dir: the cluster's settings plus the REST client's TLS (mode 0600)."""
+        return self.dir / "client-conf"
+
     def processes(self) -> list[ManagedProcess]:
         if self.external:
             return []
@@ -104,7 +186,7 @@ class FlinkService(Service):
 
     def overview(self) -> dict[str, Any] | None:
         try:
-            return rest_get(self.rest_url, "/overview", timeout=2)
+            return rest_get(self.rest, "/overview", timeout=2)
         except (OSError, ValueError, urllib.error.URLError):
             return None
 
@@ -123,7 +205,7 @@ class FlinkService(Service):
         ov = self.overview() or {}
         jobs: list[dict[str, Any]] = []
         try:
-            for job in rest_get(self.rest_url, "/jobs/overview").get("jobs", []):
+            for job in rest_get(self.rest, "/jobs/overview").get("jobs", []):
                 if job.get("state") == "RUNNING":
                     jobs.append({"id": job["jid"], "name": job["name"], "state": job["state"]})
         except (OSError, ValueError, urllib.error.URLError):
@@ -171,7 +253,54 @@ class FlinkService(Service):
             # The REST API's metric cache: refreshed every 2 s (default 10 s) for a live dashboard.
             "metrics.fetcher.update-interval": 2000,
             **self._prometheus_config(),
+            **self._rest_server_tls(),
         }
+
+    def _rest_server_tls(self) -> dict[str, Any]:
+        """The local REST endpoint over https (``flink.rest_ssl_cert_file``): a keystore from the PEMs."""
+        f = self.settings.flink
+        if not f.local_rest_ssl:
+            return {}
+        password_file = self.tls_dir / "keystore.password"
+        store = pkcs12_keystore(f.rest_ssl_cert_file, f.rest_ssl_key_file, self.tls_dir / "rest-keystore.p12",
+                                password_file)
+        password = store_password(password_file)
+        conf: dict[str, Any] = {
+            "security.ssl.rest.enabled": True, "security.ssl.rest.keystore": str(store),
+            "security.ssl.rest.keystore-type": "PKCS12", "security.ssl.rest.keystore-password": password,
+            "security.ssl.rest.key-password": password}
+        if f.rest_ssl_client_ca_file:  # mutual TLS: only clients with a certificate from this CA
+            trust = pkcs12_truststore(f.rest_ssl_client_ca_file, self.tls_dir / "rest-client-ca.p12", password_file)
+            conf.update({"security.ssl.rest.authentication-enabled": True, "security.ssl.rest.truststore": str(trust),
+                         "security.ssl.rest.truststore-type": "PKCS12",
+                         "security.ssl.rest.truststore-password": password})
+        return conf
+
+    def _rest_client_tls(self) -> dict[str, Any]:
+        """What `flink run` needs to reach an https REST API: a truststore (from rest_ca_file, else
+        the JDK's CAs) and a keystore for a client certificate. (The scheme and the path come from
+        ``-m URL``: Flink's CLI sets ``security.ssl.rest.enabled`` and ``rest.path`` from it.)"""
+        f, rest = self.settings.flink, self.rest
+        conf: dict[str, Any] = {}
+        if not rest.https:
+            return conf
+        password_file = self.tls_dir / "client.password"
+        password = store_password(password_file)
+        if rest.ca_file:
+            store, store_pw = pkcs12_truststore(rest.ca_file, self.tls_dir / "client-truststore.p12",
+                                                password_file), password
+        else:
+            # The JDK's own CAs (cacerts, with the JDK's well-known password): a public certificate.
+            store, store_pw = Path(os.path.realpath(java_binary())).parents[1] / "lib/security/cacerts", "changeit"
+        conf.update({"security.ssl.rest.enabled": True, "security.ssl.rest.truststore": str(store),
+                     "security.ssl.rest.truststore-type": "PKCS12", "security.ssl.rest.truststore-password": store_pw})
+        if f.rest_client_cert:
+            keystore = pkcs12_keystore(f.rest_client_cert, f.rest_client_key, self.tls_dir / "client-keystore.p12",
+                                       password_file)
+            conf.update({"security.ssl.rest.authentication-enabled": True, "security.ssl.rest.keystore": str(keystore),
+                         "security.ssl.rest.keystore-type": "PKCS12", "security.ssl.rest.keystore-password": password,
+                         "security.ssl.rest.key-password": password})
+        return conf
 
     def _prometheus_config(self) -> dict[str, Any]:
         """Flink's Prometheus reporter (a plugin shipped in PyFlink's plugins/): one port per process.
@@ -201,16 +330,37 @@ class FlinkService(Service):
         shipped = flatten(yaml.safe_load((home / "conf" / "config.yaml").read_text()) or {})
         return {**shipped, **self.config()}
 
-    def _write_config(self, home: Path) -> None:
-        self.conf_dir.mkdir(parents=True, exist_ok=True)
+    def _write_conf_dir(self, home: Path, conf_dir: Path, config: dict[str, Any]) -> None:
+        """A Flink conf dir: the log4j files and config.yaml, private (it may hold keystore passwords)."""
+        conf_dir.mkdir(parents=True, exist_ok=True)
         for name in ("log4j-console.properties", "log4j-cli.properties", "log4j.properties"):
-            shutil.copyfile(home / "conf" / name, self.conf_dir / name)
+            shutil.copyfile(home / "conf" / name, conf_dir / name)
         lines = ["# Written by tripstream on every start; edit the settings, not this file."]
-        lines += [f"{key}: {json.dumps(value) if isinstance(value, str) else value}"
-                  for key, value in self._full_config(home).items()]
-        (self.conf_dir / "config.yaml").write_text("\n".join(lines) + "\n")
+        lines += [f"{key}: {json.dumps(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else value}"
+                  for key, value in config.items()]
+        private_file(conf_dir / "config.yaml", "\n".join(lines) + "\n")
+
+    def _write_config(self, home: Path) -> None:
+        self._write_conf_dir(home, self.conf_dir, self._full_config(home))
         for sub in ("checkpoints", "savepoints", "tmp/web", "tmp/io", "log"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
+
+    def client_env(self) -> dict[str, str]:
+        """Environment for `flink run`: its private conf dir and the REST headers (basic auth...)."""
+        home = flink_home()
+        self._write_conf_dir(home, self.client_conf_dir, {**self._full_config(home), **self._rest_client_tls()})
+        # The CLI logs the whole environment of the Python process it starts (FLINK_REST_CLIENT_HEADERS
+        # and its basic auth included) at INFO: not in a log we write.
+        with (self.client_conf_dir / "log4j-cli.properties").open("a") as fh:
+            fh.write("\nlogger.tripstream_pyenv.name = org.apache.flink.client.python.PythonEnvUtils\n"
+                     "logger.tripstream_pyenv.level = WARN\n")
+        env = self.env()
+        env["FLINK_CONF_DIR"] = str(self.client_conf_dir)
+        if self.rest.headers:
+            env["FLINK_REST_CLIENT_HEADERS"] = "\n".join(f"{k}:{v}" for k, v in self.rest.headers)
+        else:
+            env.pop("FLINK_REST_CLIENT_HEADERS", None)
+        return env
 
     def _link_lib(self, home: Path) -> None:
         """Flink's own jars plus the connectors, as symlinks in the state dir's lib/."""
@@ -262,40 +412,79 @@ class FlinkService(Service):
     # -- jobs -----------------------------------------------------------------------------------
     def job_state(self, job_id: str) -> str | None:
         try:
-            return rest_get(self.rest_url, f"/jobs/{job_id}").get("state")
+            return rest_get(self.rest, f"/jobs/{job_id}").get("state")
         except (OSError, ValueError, urllib.error.URLError):
             return None
 
-    def wait_job_state(self, job_id: str, states: set[str], timeout: float) -> str:
-        """Wait until the job reaches one of ``states``; a terminal surprise fails at once."""
+    def _root_cause(self, job_id: str) -> str:
+        """': <the innermost "Caused by" of the job's last failure>', secrets masked; '' when none."""
+        try:
+            entries = (rest_get(self.rest, f"/jobs/{job_id}/exceptions?maxExceptions=1")
+                       .get("exceptionHistory") or {}).get("entries") or []
+        except (OSError, ValueError, urllib.error.URLError):
+            return ""
+        if not entries:
+            return ""
+        trace = entries[0].get("stacktrace") or ""
+        causes = [line.split("Caused by:", 1)[1].strip() for line in trace.splitlines() if "Caused by:" in line]
+        cause = causes[-1] if causes else trace.split("\n", 1)[0]
+        return ": " + mask_secrets(cause, self.settings.secrets)[:400]
+
+    def wait_job_state(self, job_id: str, states: set[str], timeout: float, starting: bool = False) -> str:
+        """Wait until the job reaches one of ``states``; a terminal surprise fails at once.
+
+        ``starting`` (a job just submitted): RUNNING counts only once every task runs and the
+        Kafka source has partitions assigned (its reader reports a partition's offset, so the
+        source's Kafka client got in), and a restart fails at once with its cause: a job that
+        cannot start (Kafka refusing its login, say) restarts forever and looks RUNNING between
+        two attempts.
+        """
         seen: dict[str, str | None] = {}
+
+        def tasks_running() -> bool:
+            try:
+                vertices = rest_get(self.rest, f"/jobs/{job_id}").get("vertices", [])
+                if not vertices or any(v.get("status") not in ("RUNNING", "FINISHED") for v in vertices):
+                    return False
+                metrics = rest_get(self.rest, f"/jobs/{job_id}/vertices/{vertices[0]['id']}/metrics")
+            except (OSError, ValueError, KeyError, urllib.error.URLError):
+                return False
+            return any("KafkaSourceReader.topic." in m.get("id", "") and m["id"].endswith(".currentOffset")
+                       for m in metrics)
 
         def reached() -> bool:
             seen["state"] = self.job_state(job_id)
+            if seen["state"] == "RUNNING" and starting:
+                return tasks_running()
             return seen["state"] in states
 
         def abort() -> str | None:
             state = seen.get("state")
             if state in {"FAILED", "CANCELED", "FINISHED"} - states:
-                return f"Flink job {job_id} ended {state}"
+                return f"Flink job {job_id} ended {state}" + self._root_cause(job_id)
+            if starting and state in {"RESTARTING", "FAILING"} - states:
+                return f"Flink job {job_id} is {state}" + self._root_cause(job_id)
             return None
 
-        wait_until(reached, timeout, f"Flink job {job_id} to reach {'/'.join(sorted(states))}", abort=abort)
+        what = f"Flink job {job_id} to reach {'/'.join(sorted(states))}" + (
+            " with every task running and its Kafka partitions assigned" if starting else "")
+        wait_until(reached, timeout, what, abort=abort)
         return str(seen["state"])
 
     def submit_python(self, script: Path, args: list[str] | None = None, timeout: float = 300.0,
-                      restore_from: Path | None = None) -> str:
+                      restore_from: Path | None = None, secrets: Sequence[str] = ()) -> str:
         """Submit a PyFlink script detached with ``flink run -py``; return the job id.
 
-        ``restore_from`` is a savepoint or retained checkpoint directory to start from.
+        ``restore_from`` is a savepoint or retained checkpoint directory to start from. ``secrets``
+        (with the settings' own) are masked in the output we keep and the error we raise: Flink
+        quotes a table's options, passwords included, when it cannot create the table.
         """
         home = flink_home()
-        env = self.env()
-        if not self.conf_dir.joinpath("config.yaml").exists():
-            self._write_config(home)
         if not self.lib_dir.exists():
             self._link_lib(home)
-        cmd = [str(home / "bin" / "flink"), "run", "-d", "-m", self.rest_url.split("://", 1)[-1]]
+        env = self.client_env()
+        # The whole URL: Flink's CLI takes https (and a path) from it; "host:port" alone means http.
+        cmd = [str(home / "bin" / "flink"), "run", "-d", "-m", self.rest_url]
         if restore_from is not None:
             cmd += ["-s", str(restore_from)]
         cmd += ["-py", str(script), *(args or [])]
@@ -308,7 +497,8 @@ class FlinkService(Service):
             load = os.getloadavg()[0]
             raise StackError(f"flink run {script.name} did not return within {timeout:.0f} s "
                              f"(load average {load:.1f} on {os.cpu_count()} CPUs)") from None
-        out = result.stdout + result.stderr
+        out = mask_secrets(result.stdout + result.stderr,
+                           [*self.settings.secrets, *secrets, *(value for _, value in self.rest.headers)])
         match = re.search(r"JobID\s+([0-9a-f]{32})", out)
         if result.returncode != 0 or not match:
             log = self.dir / "log" / f"flink-run-{time.strftime('%Y%m%dT%H%M%S')}.log"

@@ -3,6 +3,14 @@
 The broker is both controller and broker (``process.roles=broker,controller``), listens on
 127.0.0.1 only, and keeps its log dirs under ``<state>/kafka/data``. Storage is formatted once,
 on the first start, with a cluster id we generate (Kafka's own base64url UUID form).
+
+With ``kafka.listener_security = "SASL_SSL"`` its one client listener speaks TLS (the PEM
+certificate and key of ``kafka.ssl_cert_file``/``ssl_key_file``) and SCRAM-SHA-512 only, as a
+secured production cluster does; the SCRAM user is written into the metadata when the storage is
+formatted (``--add-scram``, KRaft has no ZooKeeper to add it to later). The controller listener
+stays PLAINTEXT on 127.0.0.1: only the broker itself talks to it. The password is read from
+``kafka.scram_password_file`` and reaches the storage tool through a private Java argument file
+(``java @file``), never the command line.
 """
 
 from __future__ import annotations
@@ -16,9 +24,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from tripstream.errors import ConfigError
 from tripstream.stack.base import Service
 from tripstream.stack.errors import MissingToolError, StackError
 from tripstream.stack.process import ManagedProcess
+from tripstream.tls import private_file
+
+SCRAM = "SCRAM-SHA-512"
 
 _LOG4J2 = """\
 # Written by tripstream: broker logs go to server.log in kafka.logs.dir.
@@ -139,6 +151,52 @@ class KafkaService(Service):
             raise MissingToolError(f"kafka: no kafka_2.13 jar in {self.jars}: run `make bootstrap`")
         return str(self.jars / "*")
 
+    def _scram_credentials(self) -> tuple[str, str]:
+        """(user, password) of the SCRAM user the secured listener is created with."""
+        k = self.settings.kafka
+        try:
+            password = Path(k.scram_password_file).read_text().strip()
+        except OSError as exc:
+            raise StackError(f"kafka: cannot read kafka.scram_password_file {k.scram_password_file}: "
+                             f"{exc.strerror}") from None
+        if not password or any(c in password for c in ',]"\\\n'):
+            raise StackError("kafka: the SCRAM password must be non-empty, one line, without , ] \\ or \"")
+        return k.scram_user, password
+
+    def _listener_props(self) -> dict[str, str]:
+        """The client listener: PLAINTEXT, or SASL_SSL with SCRAM-SHA-512 and the PEM certificate."""
+        k = self.settings.kafka
+        if not k.secured_listener:
+            return {"listeners": f"PLAINTEXT://127.0.0.1:{k.port},CONTROLLER://127.0.0.1:{k.controller_port}",
+                    "advertised.listeners": f"PLAINTEXT://127.0.0.1:{k.port}",
+                    "inter.broker.listener.name": "PLAINTEXT",
+                    "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"}
+        if k.listener_security.upper() != "SASL_SSL":
+            raise ConfigError(f"kafka.listener_security: PLAINTEXT or SASL_SSL, got {k.listener_security!r}")
+        missing = [name for name in ("ssl_cert_file", "ssl_key_file", "scram_user", "scram_password_file")
+                   if not getattr(k, name)]
+        if missing:
+            raise ConfigError(f"kafka.listener_security = SASL_SSL needs kafka.{', kafka.'.join(missing)}")
+        user, password = self._scram_credentials()
+        try:  # Kafka reads one PEM holding the key and the chain; the chain alone is its truststore
+            cert = Path(k.ssl_cert_file).read_text()
+            key = Path(k.ssl_key_file).read_text()
+        except OSError as exc:
+            raise StackError(f"kafka: cannot read the listener's certificate or key: {exc}") from None
+        keystore = private_file(self.dir / "tls" / "server.pem", key.rstrip() + "\n" + cert)
+        jaas = f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{user}" password="{password}";'
+        return {"listeners": f"SASL_SSL://127.0.0.1:{k.port},CONTROLLER://127.0.0.1:{k.controller_port}",
+                "advertised.listeners": f"SASL_SSL://127.0.0.1:{k.port}",
+                "inter.broker.listener.name": "SASL_SSL",
+                "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
+                "sasl.enabled.mechanisms": SCRAM,
+                "sasl.mechanism.inter.broker.protocol": SCRAM,
+                f"listener.name.sasl_ssl.{SCRAM.lower()}.sasl.jaas.config": jaas,
+                "ssl.keystore.type": "PEM",
+                "ssl.keystore.location": str(keystore),
+                "ssl.truststore.type": "PEM",
+                "ssl.truststore.location": str(Path(k.ssl_cert_file).resolve())}
+
     def _write_config(self) -> None:
         k = self.settings.kafka
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -146,11 +204,8 @@ class KafkaService(Service):
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.bootstrap.servers": f"127.0.0.1:{k.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{k.port},CONTROLLER://127.0.0.1:{k.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{k.port}",
+            **self._listener_props(),
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "log.dirs": str(self.data_dir),
             "num.partitions": "4",
             "auto.create.topics.enable": "false",
@@ -166,18 +221,24 @@ class KafkaService(Service):
         }
         text = "# Written by tripstream on every start; edit the settings, not this file.\n"
         text += "".join(f"{key}={value}\n" for key, value in props.items())
-        self.config_path.write_text(text)
+        private_file(self.config_path, text)  # it may hold the SCRAM user's password
         (self.dir / "log4j2.properties").write_text(_LOG4J2)
 
     def _format_storage(self, java: str, classpath: str) -> None:
         if (self.data_dir / "meta.properties").exists():
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
-            [java, "-Xmx256m", "-cp", classpath, *self._log_opts(), "kafka.tools.StorageTool", "format",
-             "--standalone", "-t", random_cluster_id(), "-c", str(self.config_path)],
-            capture_output=True, text=True, timeout=120,
-        )
+        args = ["-Xmx256m", "-cp", classpath, *self._log_opts(), "kafka.tools.StorageTool", "format",
+                "--standalone", "-t", random_cluster_id(), "-c", str(self.config_path)]
+        if self.settings.kafka.secured_listener:
+            user, password = self._scram_credentials()
+            args += ["--add-scram", f'{SCRAM}=[name={user},password="{password}"]']
+        # A Java argument file: the SCRAM password never shows on a command line.
+        argfile = private_file(self.dir / "format.args", "\n".join(f'"{a}"' if " " in a else a for a in args) + "\n")
+        try:
+            result = subprocess.run([java, f"@{argfile}"], capture_output=True, text=True, timeout=120)
+        finally:
+            argfile.unlink(missing_ok=True)
         if result.returncode != 0:
             out = (result.stderr or result.stdout).strip().splitlines()
             raise StackError(f"kafka: formatting storage in {self.data_dir} failed: {out[-1] if out else result.returncode}")

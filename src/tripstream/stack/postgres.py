@@ -6,6 +6,11 @@ that uid. The server listens on 127.0.0.1 and on a Unix socket in ``<state>/post
 socket trusts local connections (only its owner and root can reach that directory), TCP asks for
 a password. The pipeline's role and database are created on the first start, with a generated
 password kept in ``<state>/postgres/password`` (mode 0600).
+
+With ``postgres.ssl_cert_file`` and ``ssl_key_file`` set, the server runs ``ssl=on`` and its TCP
+socket accepts TLS only (``hostssl`` in pg_hba.conf): how a secured production server behaves, so
+the tests can prove the pipeline works against one. ``postgres.sslmode``/``sslrootcert`` go into
+the local DSN, and from there into the jobs' JDBC URL.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ import signal
 import subprocess
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode
 
+from tripstream.dsn import jdbc_url, mask_dsn
 from tripstream.stack.base import Service
 from tripstream.stack.errors import MissingToolError, StackError
 from tripstream.stack.process import ManagedProcess
@@ -40,13 +46,20 @@ def pg_bindir() -> Path:
                            "(it installs Debian's postgresql package)")
 
 
-def mask_dsn(dsn: str) -> str:
-    """The DSN with its password replaced by ***, for display."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+__all__ = ["PostgresService", "mask_dsn", "pg_bindir"]
+
+
+def connect_failure(exc: Exception) -> str:
+    """libpq's reason in one line: the last line that says something ("FATAL: password
+    authentication failed for user ...", "certificate verify failed", "Connection refused")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    fatal = [line for line in lines if "FATAL" in line or "failed" in line or "refused" in line]
+    reason = (fatal or lines)[-1]
+    if "password authentication failed" in reason:
+        return "authentication failed: " + reason.split("FATAL:", 1)[-1].strip()
+    return reason
 
 
 class PostgresService(Service):
@@ -131,15 +144,15 @@ class PostgresService(Service):
         p = self.settings.postgres
         if p.external:
             return p.dsn
+        query = {k: v for k, v in (("sslmode", p.sslmode), ("sslrootcert", p.sslrootcert)) if v}
         return (f"postgresql://{quote(p.user)}:{quote(self.password(), safe='')}"
-                f"@127.0.0.1:{p.port}/{quote(p.database)}")
+                f"@127.0.0.1:{p.port}/{quote(p.database)}" + (f"?{urlencode(query)}" if query else ""))
 
     def jdbc(self) -> tuple[str, str, str]:
-        """(JDBC URL, user, password) for Flink's JDBC connector."""
-        parts = urlsplit(self.dsn())
-        url = self.settings.postgres.jobs_jdbc_url or (
-            f"jdbc:postgresql://{parts.hostname}:{parts.port or 5432}{parts.path or '/postgres'}")
-        return url, unquote(parts.username or ""), unquote(parts.password or "")
+        """(JDBC URL, user, password) for Flink's JDBC connector: the DSN's host, database and
+        every parameter (sslmode, sslrootcert, ...) in pgjdbc's words; see :mod:`tripstream.dsn`."""
+        url, user, password = jdbc_url(self.dsn())
+        return self.settings.postgres.jobs_jdbc_url or url, user, password
 
     def address(self) -> dict[str, str]:
         try:
@@ -149,9 +162,15 @@ class PostgresService(Service):
             return {"dsn": f"postgresql://{p.user}:***@127.0.0.1:{p.port}/{p.database}"}
 
     def connect(self, **kwargs: Any):  # noqa: ANN201 - psycopg.Connection
+        """A connection with the pipeline's DSN; failing, one line naming PostgreSQL and the cause
+        (a wrong password, a certificate that does not verify, nothing listening)."""
         import psycopg
 
-        return psycopg.connect(self.dsn(), **kwargs)
+        kwargs.setdefault("connect_timeout", 10)
+        try:
+            return psycopg.connect(self.dsn(), **kwargs)
+        except psycopg.OperationalError as exc:
+            raise StackError(f"postgres: cannot connect to {mask_dsn(self.dsn())}: {connect_failure(exc)}") from None
 
     def healthy(self) -> bool:
         try:
@@ -214,9 +233,41 @@ class PostgresService(Service):
             [str(bindir / "postgres"), "-D", str(self.data_dir),
              "-c", "listen_addresses=127.0.0.1", "-c", f"port={self.settings.postgres.port}",
              "-c", f"unix_socket_directories={self.socket_dir}", "-c", "logging_collector=off",
-             "-c", "max_connections=200", "-c", "fsync=on"],
+             "-c", "max_connections=200", "-c", "fsync=on", *self._tls_options(user)],
             user=user, cwd=Path("/"),
         )
+
+    def _tls_options(self, user: str | None) -> list[str]:
+        """Server options for TLS-only TCP, or none; rewrites pg_hba.conf either way.
+
+        The certificate and key are copied beside the data dir (the key must belong to the server's
+        user with mode 0600, or PostgreSQL refuses it). The Unix socket keeps trusting its owner.
+        """
+        p = self.settings.postgres
+        tls = bool(p.ssl_cert_file and p.ssl_key_file)
+        if bool(p.ssl_cert_file) != bool(p.ssl_key_file):
+            raise StackError("postgres: ssl_cert_file and ssl_key_file go together (set both or neither)")
+        method = "hostssl" if tls else "host"
+        (self.data_dir / "pg_hba.conf").write_text(
+            "# Written by tripstream on every start.\n"
+            "local all all trust\n"
+            f"{method} all all 127.0.0.1/32 scram-sha-256\n"
+            f"{method} all all ::1/128 scram-sha-256\n")
+        if not tls:
+            return []
+        tls_dir = self.server_dir / "tls"
+        tls_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(tls_dir, 0o700)
+        self._chown(tls_dir, user)
+        for name, source in (("server.crt", p.ssl_cert_file), ("server.key", p.ssl_key_file)):
+            try:
+                shutil.copyfile(source, tls_dir / name)
+            except OSError as exc:
+                raise StackError(f"postgres: cannot read {source}: {exc.strerror}") from None
+            os.chmod(tls_dir / name, 0o600)
+            self._chown(tls_dir / name, user)
+        return ["-c", "ssl=on", "-c", f"ssl_cert_file={tls_dir / 'server.crt'}",
+                "-c", f"ssl_key_file={tls_dir / 'server.key'}"]
 
     def _admin_ready(self) -> bool:
         import psycopg

@@ -138,12 +138,12 @@ def _flink_watermark(stack: Stack, jid: str) -> tuple[str, float]:
         return state, _INF
     if state != "RUNNING":
         return state, math.nan
-    detail = rest_get(stack.flink.rest_url, f"/jobs/{jid}")
+    detail = rest_get(stack.flink.rest, f"/jobs/{jid}")
     marks = []
     for vertex in detail.get("vertices", []):
         if vertex.get("name", "").startswith("Source"):
             continue
-        values = rest_get(stack.flink.rest_url, f"/jobs/{jid}/vertices/{vertex['id']}/watermarks")
+        values = rest_get(stack.flink.rest, f"/jobs/{jid}/vertices/{vertex['id']}/watermarks")
         marks += [int(m["value"]) for m in values if m.get("id", "").endswith("currentInputWatermark")]
     if not marks:
         return state, -_INF
