@@ -5,6 +5,11 @@ The ``apache-flink`` wheel ships Flink's scripts and jars. We run ``jobmanager.s
 JVM's) with ``FLINK_CONF_DIR``, ``FLINK_LOG_DIR`` and ``FLINK_LIB_DIR`` pointing into the state
 dir: site-packages is never written to. The lib dir links Flink's own jars and the connector
 jars fetched by Maven, so every job finds the Kafka and JDBC connectors without ``pipeline.jars``.
+
+The REST API answers anyone who reaches 127.0.0.1:<port> and has no authentication, so what it
+offers is cut down: ``web.submit.enable: false`` removes the jar endpoints (``/jars/upload``,
+``/jars/<id>/run``: upload and run any code), and CORS allows only the UI's own origin, so a web
+page in a local browser cannot call it. `flink run` submits through ``POST /jobs``, which stays.
 """
 
 from __future__ import annotations
@@ -154,6 +159,10 @@ class FlinkService(Service):
             "rest.address": "127.0.0.1",
             "rest.bind-address": "127.0.0.1",
             "rest.port": f.port,
+            # No jar upload/run through the REST API (anyone local could run code), and no
+            # cross-origin calls from web pages other than the UI itself.
+            "web.submit.enable": False,
+            "web.access-control-allow-origin": f"http://127.0.0.1:{f.port}",
             "blob.server.port": "0",
             # A killed TaskManager is noticed within seconds (failed heartbeat RPCs), not 50 s.
             "heartbeat.interval": 2000,

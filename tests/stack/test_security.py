@@ -1,0 +1,48 @@
+"""What the local stack exposes, against the real servers: users, REST endpoints, files, argv."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+
+from tripstream.stack import Stack
+
+pytestmark = pytest.mark.stack
+
+
+def _multipart_jar() -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"jarfile\"; filename=\"evil.jar\"\r\n"
+            f"Content-Type: application/x-java-archive\r\n\r\n").encode()
+    body += b"PK\x05\x06" + b"\x00" * 18  # an empty zip: enough for the upload handler to take it
+    body += f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def test_flink_rest_api_refuses_jar_uploads(stack: Stack) -> None:
+    body, kind = _multipart_jar()
+    req = urllib.request.Request(f"{stack.flink.rest_url}/jars/upload", data=body, method="POST",
+                                 headers={"Content-Type": kind})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - our own cluster
+            status, text = resp.status, resp.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        status, text = exc.code, exc.read().decode("utf-8", "replace")
+    assert status >= 400, f"jar upload accepted: {status} {text[:200]}"
+    try:
+        with urllib.request.urlopen(f"{stack.flink.rest_url}/jars", timeout=10) as resp:  # noqa: S310
+            listed = resp.status
+    except urllib.error.HTTPError as exc:
+        listed = exc.code
+    assert listed >= 400
+
+
+def test_flink_rest_api_allows_only_its_own_origin(stack: Stack) -> None:
+    req = urllib.request.Request(f"{stack.flink.rest_url}/overview", headers={"Origin": "http://evil.example"})
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+        allowed = resp.headers.get("Access-Control-Allow-Origin")
+    assert allowed != "*"
+    assert allowed == f"http://127.0.0.1:{stack.settings.flink.port}"
