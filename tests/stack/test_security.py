@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 
 from tripstream.stack import Stack
+from tripstream.stack.process import wait_until
+
+from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.stack
 
@@ -46,3 +53,32 @@ def test_flink_rest_api_allows_only_its_own_origin(stack: Stack) -> None:
         allowed = resp.headers.get("Access-Control-Allow-Origin")
     assert allowed != "*"
     assert allowed == f"http://127.0.0.1:{stack.settings.flink.port}"
+
+
+def test_psql_runs_with_the_password_out_of_argv(stack: Stack) -> None:
+    result = run_cli("psql", "--", "-XAtc", "select 40 + 2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "42"
+
+    password = stack.postgres.password()
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "tripstream.cli", "psql", "--", "-XAt"], cwd=ROOT, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        cmdline: dict[str, bytes] = {}
+
+        def exec_done() -> bool:  # tripstream execs psql in place: the same pid, psql's argv
+            cmdline["argv"] = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+            return Path(cmdline["argv"].split(b"\0")[0].decode()).name == "psql"
+
+        wait_until(exec_done, 60, "tripstream psql to exec psql",
+                   abort=lambda: f"tripstream psql exited {proc.poll()}" if proc.poll() is not None else None)
+        assert password.encode() not in cmdline["argv"]
+        assert password.encode() not in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        out, err = proc.communicate("select current_user;\n", timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert out.strip() == "tripstream"

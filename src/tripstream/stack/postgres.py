@@ -40,6 +40,34 @@ def pg_bindir() -> Path:
                            "(it installs Debian's postgresql package)")
 
 
+def psql_binary() -> str:
+    """psql from the server's bindir, else the one on PATH; a clear error when there is none."""
+    try:
+        candidate = pg_bindir() / "psql"
+    except MissingToolError:
+        candidate = None
+    if candidate is not None and candidate.exists():
+        return str(candidate)
+    found = shutil.which("psql")
+    if not found:
+        raise MissingToolError("psql not found: install Debian's postgresql-client package")
+    return found
+
+
+def psql_command(dsn: str, args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(argv, extra environment) to run psql on ``dsn``: the password goes into PGPASSWORD only.
+
+    The DSN without its password (host, port, user, database, options) is psql's first
+    argument; ``args`` follow, so they can override or add anything.
+    """
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(dsn)
+    password = params.pop("password", None)
+    env = {"PGPASSWORD": str(password)} if password else {}
+    return [psql_binary(), f"--dbname={make_conninfo(**params)}", *args], env
+
+
 def mask_dsn(dsn: str) -> str:
     """The DSN with its password replaced by ***, for display."""
     parts = urlsplit(dsn)
