@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 import sys
 import urllib.error
@@ -13,11 +14,31 @@ from pathlib import Path
 import pytest
 
 from tripstream.stack import Stack
+from tripstream.stack.postgres import PostgresService
 from tripstream.stack.process import wait_until
 
 from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.stack
+
+
+def _ids(pid: int, field: str) -> list[int]:
+    """The real, effective, saved and filesystem uid (or gid) of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return [int(v) for v in line.split()[1:]]
+    raise AssertionError(f"no {field} line for pid {pid}")
+
+
+def test_no_server_runs_as_root(stack: Stack) -> None:
+    pids = {s.name + str(i): pid for s in stack.services() for i, pid in enumerate(s.running_pids())}
+    assert len(pids) == 4, pids  # Kafka, JobManager, TaskManager, PostgreSQL
+    for name, pid in pids.items():
+        assert 0 not in _ids(pid, "Uid"), (name, pid, _ids(pid, "Uid"))
+        assert 0 not in _ids(pid, "Gid"), (name, pid, _ids(pid, "Gid"))
+        groups = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if line.startswith("Groups:"))
+        assert "0" not in groups.split()[1:], (name, groups)
 
 
 def _multipart_jar() -> tuple[bytes, str]:
@@ -53,6 +74,30 @@ def test_flink_rest_api_allows_only_its_own_origin(stack: Stack) -> None:
         allowed = resp.headers.get("Access-Control-Allow-Origin")
     assert allowed != "*"
     assert allowed == f"http://127.0.0.1:{stack.settings.flink.port}"
+
+
+def test_the_state_dir_is_private_to_the_server_user(stack: Stack) -> None:
+    info = stack.settings.state_dir.stat()
+    assert info.st_mode & 0o077 == 0, oct(info.st_mode)
+    expected = pwd.getpwnam("tripstream").pw_uid if os.geteuid() == 0 else os.geteuid()
+    assert info.st_uid == expected
+    for sub in ("kafka/data", "flink/checkpoints", "flink/tmp/io", "flink/log"):
+        assert (stack.settings.state_dir / sub).stat().st_uid == expected, sub
+
+
+def test_the_password_file_is_created_private_and_never_overwritten(tmp_path: Path, stack: Stack) -> None:
+    service = PostgresService(stack.settings)
+    service.dir = tmp_path
+    old = os.umask(0)  # a careless umask: the mode must not depend on it
+    try:
+        service._write_password()
+    finally:
+        os.umask(old)
+    assert service.password_file.stat().st_mode & 0o777 == 0o600
+    first = service.password_file.read_text()
+    with pytest.raises(FileExistsError):
+        service._write_password()
+    assert service.password_file.read_text() == first
 
 
 def test_psql_runs_with_the_password_out_of_argv(stack: Stack) -> None:

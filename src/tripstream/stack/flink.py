@@ -6,6 +6,11 @@ JVM's) with ``FLINK_CONF_DIR``, ``FLINK_LOG_DIR`` and ``FLINK_LIB_DIR`` pointing
 dir: site-packages is never written to. The lib dir links Flink's own jars and the connector
 jars fetched by Maven, so every job finds the Kafka and JDBC connectors without ``pipeline.jars``.
 
+Run as root, the JobManager and TaskManager (and so PyFlink's Python workers inside the
+TaskManager) run as the ``tripstream`` user, which owns what they write: logs, checkpoints,
+savepoints and Flink's tmp dirs. So does the `flink run` client: it reads the conf and lib dirs
+in that account's directory, which root must not execute from.
+
 The REST API answers anyone who reaches 127.0.0.1:<port> and has no authentication, so what it
 offers is cut down: ``web.submit.enable: false`` removes the jar endpoints (``/jars/upload``,
 ``/jars/<id>/run``: upload and run any code), and CORS allows only the UI's own origin, so a web
@@ -28,7 +33,7 @@ from typing import Any
 
 from tripstream.stack.base import Service
 from tripstream.stack.errors import MissingToolError, StackError
-from tripstream.stack.process import ManagedProcess, wait_until
+from tripstream.stack.process import ManagedProcess, give_to, run_as, wait_until
 
 
 def flink_home() -> Path:
@@ -218,8 +223,12 @@ class FlinkService(Service):
         lines += [f"{key}: {json.dumps(value) if isinstance(value, str) else value}"
                   for key, value in self._full_config(home).items()]
         (self.conf_dir / "config.yaml").write_text("\n".join(lines) + "\n")
-        for sub in ("checkpoints", "savepoints", "tmp/web", "tmp/io", "log"):
-            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        self._server_dirs()
+
+    def _server_dirs(self) -> None:
+        """The directories the cluster writes, owned by the account it runs as."""
+        give_to(self.run_user(), self.dir, *(self.dir / sub for sub in
+                                             ("checkpoints", "savepoints", "tmp", "tmp/web", "tmp/io", "log")))
 
     def _link_lib(self, home: Path) -> None:
         """Flink's own jars plus the connectors, as symlinks in the state dir's lib/."""
@@ -255,7 +264,8 @@ class FlinkService(Service):
 
     def launch(self) -> None:
         home = flink_home()
-        env = self.env()
+        user = self.run_user()
+        env = self.server_env(user, self.env())
         # The state dir on the command line from the first instant (the scripts exec Java a moment
         # later): it is how a ManagedProcess recognises its own pid. Flink ignores the key.
         mark = ["-D", f"tripstream.state-dir={self.settings.state_dir}/"]
@@ -263,10 +273,11 @@ class FlinkService(Service):
             self._write_config(home)
             self._link_lib(home)
             self.process("jobmanager").spawn([str(home / "bin" / "jobmanager.sh"), "start-foreground", *mark],
-                                             env=env, cwd=self.dir)
+                                             env=env, cwd=self.dir, user=user)
         if self.process("taskmanager").pid() is None:
+            self._server_dirs()
             self.process("taskmanager").spawn([str(home / "bin" / "taskmanager.sh"), "start-foreground", *mark],
-                                              env=env, cwd=self.dir)
+                                              env=env, cwd=self.dir, user=user)
 
     # -- jobs -----------------------------------------------------------------------------------
     def job_state(self, job_id: str) -> str | None:
@@ -308,9 +319,16 @@ class FlinkService(Service):
         if restore_from is not None:
             cmd += ["-s", str(restore_from)]
         cmd += ["-py", str(script), *(args or [])]
+        user = self.run_user()
+        # The client's temp files (PyFlink unpacks the script into <tmpdir>/pyflink/) in the state
+        # dir: a /tmp/pyflink made by another account would be closed to this one.
+        client_tmp = self.dir / "tmp" / "client"
+        give_to(user, client_tmp)
+        env["JVM_ARGS"] = f"{env.get('JVM_ARGS', '')} -Djava.io.tmpdir={client_tmp}".strip()
+        env["TMPDIR"] = str(client_tmp)
         started = time.monotonic()
         try:
-            result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+            result = run_as(cmd, user, env=self.server_env(user, env), timeout=timeout, cwd=self.dir)
         except subprocess.TimeoutExpired:
             raise StackError(f"flink run {script.name} did not return within {timeout:.0f} s") from None
         out = result.stdout + result.stderr

@@ -2,7 +2,9 @@
 
 The broker is both controller and broker (``process.roles=broker,controller``), listens on
 127.0.0.1 only, and keeps its log dirs under ``<state>/kafka/data``. Storage is formatted once,
-on the first start, with a cluster id we generate (Kafka's own base64url UUID form).
+on the first start, with a cluster id we generate (Kafka's own base64url UUID form). Run as
+root, the broker (and the storage format) runs as the ``tripstream`` user, which owns
+``<state>/kafka``.
 """
 
 from __future__ import annotations
@@ -11,14 +13,13 @@ import base64
 import os
 import shutil
 import signal
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
 from tripstream.stack.base import Service
 from tripstream.stack.errors import MissingToolError, StackError
-from tripstream.stack.process import ManagedProcess
+from tripstream.stack.process import ManagedProcess, RunAs, give_to, run_as
 
 _LOG4J2 = """\
 # Written by tripstream: broker logs go to server.log in kafka.logs.dir.
@@ -141,7 +142,7 @@ class KafkaService(Service):
 
     def _write_config(self) -> None:
         k = self.settings.kafka
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -169,14 +170,14 @@ class KafkaService(Service):
         self.config_path.write_text(text)
         (self.dir / "log4j2.properties").write_text(_LOG4J2)
 
-    def _format_storage(self, java: str, classpath: str) -> None:
+    def _format_storage(self, java: str, classpath: str, user: RunAs | None) -> None:
         if (self.data_dir / "meta.properties").exists():
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
+        result = run_as(
             [java, "-Xmx256m", "-cp", classpath, *self._log_opts(), "kafka.tools.StorageTool", "format",
              "--standalone", "-t", random_cluster_id(), "-c", str(self.config_path)],
-            capture_output=True, text=True, timeout=120,
+            user, timeout=120, cwd=self.dir, env=self.server_env(user),
         )
         if result.returncode != 0:
             out = (result.stderr or result.stdout).strip().splitlines()
@@ -190,14 +191,16 @@ class KafkaService(Service):
     def launch(self) -> None:
         java = java_binary()
         classpath = self._classpath()
+        user = self.run_user()
         self._write_config()
-        self._format_storage(java, classpath)
+        give_to(user, self.dir, self.data_dir, self.dir / "log")
+        self._format_storage(java, classpath, user)
         heap = self.settings.kafka.heap
         self.process("kafka").spawn(
             [java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
              "-Djava.awt.headless=true", *self._log_opts(), "-cp", classpath,
              "kafka.Kafka", str(self.config_path)],
-            cwd=self.dir,
+            cwd=self.dir, user=user, env=self.server_env(user),
         )
 
     def log_files(self) -> list[Path]:
