@@ -87,4 +87,4 @@ def check_purgeable(settings: Settings) -> None:
             raise PurgeRefused(f"refusing to purge {real}: it holds {what} ({place})")
     if not real.is_dir() or not (real / MARKER).is_file():
         raise PurgeRefused(f"refusing to purge {real}: it holds no {MARKER} marker, so `tripstream up` did not "
-                           "prepare it as a state dir")
+                           "prepare it as a state dir (one made by an older tripstream gets it at the next `up`)")
