@@ -68,7 +68,7 @@ server_can_run() {  # interpreter
 python_real=$("$PYTHON" -c 'import sys; print(sys.executable)')
 if ! server_can_run "$python_real"; then
   if [ -z "${PYTHON_EXPLICIT:-}" ] && [ -x /usr/bin/python3.11 ] && server_can_run /usr/bin/python3.11; then
-    say "using /usr/bin/python3.11 for .venv: the 'tripstream' user cannot run $python_real"
+    python_note=" from /usr/bin/python3.11 (the 'tripstream' user cannot run $python_real)"
     PYTHON=/usr/bin/python3.11
   else
     die "the 'tripstream' user (Kafka and Flink run as it when you are root) cannot run $python_real: install Debian's python3.11 or set PYTHON to an interpreter outside /root"
@@ -82,7 +82,7 @@ fi
 # --- Python virtualenv ----------------------------------------------------------------------
 py_key=$(digest pyproject.toml requirements.lock)
 if [ ! -x .venv/bin/python ]; then
-  say "creating .venv"
+  say "creating .venv${python_note:-}"
   "$PYTHON" -m venv .venv
 fi
 if ! fresh venv "$py_key" || ! .venv/bin/python -c 'import tripstream, pyflink' >/dev/null 2>&1; then
