@@ -3,13 +3,16 @@
 #  - a Python 3.11 virtualenv in .venv with the package, PyFlink and the test tools;
 #  - the Kafka broker and the Flink connector jars, fetched by Maven from java/*/pom.xml;
 #  - PostgreSQL's server from Debian's packages, when no initdb is found;
-#  - Chromium and chromium-driver from Debian's packages (the dashboard's browser test).
+#  - Chromium and chromium-driver from Debian's packages (the dashboard's browser test);
+#  - as root: the `tripstream` system user, which Kafka and Flink run as (PostgreSQL runs as
+#    `postgres`), so that no server of the stack runs as root.
 # Each step is skipped when a stamp says its inputs have not changed since it last succeeded.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 STAMPS="$ROOT/build/stamps"
+PYTHON_EXPLICIT=${PYTHON:-}
 PYTHON=${PYTHON:-python3.11}
 DEP_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
@@ -46,10 +49,40 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   apt_install "Chromium and its WebDriver" chromium chromium-driver
 fi
 
+# --- the unprivileged account Kafka and Flink run as when tripstream runs as root ----------
+if [ "$(id -u)" -eq 0 ] && ! getent passwd tripstream >/dev/null 2>&1; then
+  command -v useradd >/dev/null 2>&1 || die "useradd not found: create a system user 'tripstream' yourself (the servers run as it when you are root)"
+  say "creating the system user 'tripstream' (Kafka and Flink run as it, never as root)"
+  useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin tripstream \
+    || die "useradd could not create the system user 'tripstream'"
+fi
+
+# As root, Flink runs as `tripstream`, and so do PyFlink's Python workers inside the
+# TaskManager and the `flink run` client: the venv's interpreter must be one that user can run
+# (an interpreter under /root, say pyenv's, is not). Debian's python3.11 is, so it is taken then.
+server_can_run() {  # interpreter
+  [ "$(id -u)" -ne 0 ] && return 0
+  command -v runuser >/dev/null 2>&1 || die "runuser not found (util-linux): it checks what the 'tripstream' user can run"
+  runuser -u tripstream -- "$1" -c 'import encodings' >/dev/null 2>&1
+}
+python_real=$("$PYTHON" -c 'import sys; print(sys.executable)')
+if ! server_can_run "$python_real"; then
+  if [ -z "${PYTHON_EXPLICIT:-}" ] && [ -x /usr/bin/python3.11 ] && server_can_run /usr/bin/python3.11; then
+    python_note=" from /usr/bin/python3.11 (the 'tripstream' user cannot run $python_real)"
+    PYTHON=/usr/bin/python3.11
+  else
+    die "the 'tripstream' user (Kafka and Flink run as it when you are root) cannot run $python_real: install Debian's python3.11 or set PYTHON to an interpreter outside /root"
+  fi
+fi
+if [ -x .venv/bin/python ] && ! server_can_run .venv/bin/python; then
+  say "recreating .venv: its interpreter is one the 'tripstream' user cannot run"
+  rm -rf .venv
+fi
+
 # --- Python virtualenv ----------------------------------------------------------------------
 py_key=$(digest pyproject.toml requirements.lock)
 if [ ! -x .venv/bin/python ]; then
-  say "creating .venv"
+  say "creating .venv${python_note:-}"
   "$PYTHON" -m venv .venv
 fi
 if ! fresh venv "$py_key" || ! .venv/bin/python -c 'import tripstream, pyflink' >/dev/null 2>&1; then
@@ -89,4 +122,7 @@ if ! fresh functions "$udf_key" || [ ! -f "$udf_jar" ]; then
   stamp functions "$udf_key"
 fi
 
+if ! server_can_run .venv/bin/python; then
+  die "the 'tripstream' user cannot run $ROOT/.venv/bin/python (a parent directory is closed to others): Kafka and Flink run as it, so put the checkout where other users can enter (not under /root)"
+fi
 say "ready ($(.venv/bin/python --version), Java $java_major, $(ls build/jars/kafka | wc -l) Kafka jars, $(ls build/jars/flink | wc -l) Flink connector jars)"

@@ -34,7 +34,7 @@ echo
 echo "Flink web UI:   $($TS status --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["flink"]["rest"])')"
 echo "Jobs:           $TS jobs"
 echo "Dashboard:      $TS dashboard   (then open http://127.0.0.1:8765/; $TS health checks the jobs)"
-echo "PostgreSQL:     psql \"\$($TS dsn)\"   (tables: trips, tumbling_zone_stats, sliding_zone_stats, pair_sessions, late_trips, bad_records, surge_alerts, trip_anomalies)"
+echo "PostgreSQL:     $TS psql   (the password stays out of ps; tables: trips, tumbling_zone_stats, sliding_zone_stats, pair_sessions, late_trips, bad_records, surge_alerts, trip_anomalies)"
 echo "Logs:           $TS logs kafka|flink|postgres"
 echo "Stop:           make down"
 if [ "$verdict" -ne 0 ]; then

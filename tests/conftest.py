@@ -22,7 +22,7 @@ from tripstream.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 # TRIPSTREAM_TEST_PORT_OFFSET moves every test port, so two checkouts can run their suites at once.
-_OFFSET = int(os.environ.get("TRIPSTREAM_TEST_PORT_OFFSET", "0"))
+_OFFSET = PORT_OFFSET = int(os.environ.get("TRIPSTREAM_TEST_PORT_OFFSET", "0"))
 TEST_ENV = {
     "TRIPSTREAM_STATE_DIR": str(ROOT / ".tripstream-test"),
     "TRIPSTREAM_KAFKA_PORT": str(19092 + _OFFSET),
@@ -68,13 +68,27 @@ def stack(settings: Settings) -> Iterator[Stack]:
     stack.down()
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240,
+            cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     """Run the `tripstream` command as a user would, with the session's environment."""
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env.setdefault("COLUMNS", "200")
     return subprocess.run([sys.executable, "-m", "tripstream.cli", *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout, cwd=ROOT)
+                          env=full_env, timeout=timeout, cwd=cwd)
+
+
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A temp dir other users may reach (pytest's tmp_path sits in a 0700 dir): run as root, the
+    servers of a throwaway stack run as an unprivileged user and must enter its state dir."""
+    import shutil
+    import uuid
+
+    path = ROOT / "build" / "test-tmp" / uuid.uuid4().hex[:12]
+    path.mkdir(parents=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def processes_mentioning(text: str) -> list[int]:

@@ -139,10 +139,28 @@ def logs(
 
 @app.command()
 def dsn() -> None:
-    """Print the pipeline's PostgreSQL DSN, password included (for psql "$(tripstream dsn)")."""
+    """Print the pipeline's PostgreSQL DSN, password included (for programs; for psql: tripstream psql)."""
     from tripstream.stack import Stack
 
     print(Stack(settings()).postgres.dsn())
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def psql(ctx: typer.Context) -> None:
+    """Run psql on the pipeline's database: tripstream psql [-- psql options].
+
+    The password reaches psql through its environment (PGPASSWORD), never its command line,
+    where `ps` would show it to every user of the machine.
+    """
+    import os
+
+    from tripstream.stack import Stack
+    from tripstream.stack.postgres import psql_command
+
+    argv, env = psql_command(Stack(settings()).postgres.dsn(), list(ctx.args))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(argv[0], argv, {**os.environ, **env})
 
 
 def _parse_time(value: str | None, option: str):  # noqa: ANN202 - datetime | None

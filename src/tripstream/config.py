@@ -184,6 +184,9 @@ class Settings:
     jars_dir: Path = field(default_factory=lambda: default_jars_dir())
     # Every value that came from ${env:...} or ${file:...}: masked wherever we print or log.
     secrets: tuple[str, ...] = ()
+    # The state dir as given, when that is a symlink (state_dir is always the resolved path):
+    # `down --purge` refuses to follow it.
+    state_dir_link: Path | None = field(default=None, compare=False)
 
     def component_dir(self, name: str) -> Path:
         return self.state_dir / name
@@ -376,8 +379,10 @@ def load_settings(
         postgres=PostgresSettings(**sections["postgres"]),
         dashboard=DashboardSettings(**sections["dashboard"]),
     )
+    given = settings.state_dir.expanduser().absolute()
     return replace(
         settings,
-        state_dir=settings.state_dir.expanduser().resolve(),
+        state_dir=given.resolve(),
+        state_dir_link=given if given.is_symlink() else None,
         jars_dir=settings.jars_dir.expanduser().resolve(),
     )

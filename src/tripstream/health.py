@@ -20,10 +20,9 @@ import time
 import urllib.error
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from tripstream.jobs.submit import describe_jobs
+from tripstream.jobs.submit import describe_jobs, run_options
 from tripstream.kafka.errors import KafkaError
 from tripstream.kafka.lag import partition_lag, event_times
 from tripstream.stack import Stack
@@ -272,7 +271,7 @@ def _spec_options(stack: Stack, name: str, jid: str) -> dict[str, Any]:
         for line in history.read_text().splitlines():
             entry = json.loads(line) if line else {}
             if entry.get("id") == jid:
-                return dict(json.loads(Path(entry["spec"]).read_text()).get("options") or {})
+                return run_options(entry)
     except (OSError, ValueError, KeyError, TypeError):
         return {}
     return {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import socket
@@ -54,6 +55,33 @@ def test_the_page_and_its_assets_come_from_the_package(server: DashboardServer) 
     assert _get(server.url + "static/..%2F..%2Fcli.py")[0] == 404
     assert _get(server.url + "static/../server.py")[0] == 404
     assert _get(server.url + "nothing-here")[0] == 404
+
+
+def _get_with_host(server: DashboardServer, host: str, path: str = "/api/config") -> tuple[int, bytes]:
+    port = server.httpd.server_address[1]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.putrequest("GET", path, skip_host=True)
+        conn.putheader("Host", host)
+        conn.endheaders()
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_only_its_own_host_names_are_answered(server: DashboardServer) -> None:
+    port = server.httpd.server_address[1]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}"):
+        status, body = _get_with_host(server, host)
+        assert status == 200, (host, body)
+        assert json.loads(body)["refresh_ms"] == 500
+    # A rebound name (evil.example resolving to 127.0.0.1), another port, a bare name, none at all.
+    for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1:{port + 1}", "localhost", ""):
+        for path in ("/api/config", "/", "/static/app.js"):
+            status, body = _get_with_host(server, host, path)
+            assert status == 421, (host, path, status)
+            assert len(body) < 200 and b"refresh_ms" not in body
 
 
 def test_every_panel_answers_json(server: DashboardServer) -> None:

@@ -10,7 +10,7 @@ from tripstream.events import TripEvent
 from tripstream.events.producer import TripProducer
 from tripstream.jobs.migrations import migrate
 from tripstream.jobs.options import JobOptions
-from tripstream.jobs.submit import JobError, active_job, stop, submit
+from tripstream.jobs.submit import JobError, active_job, stop, submissions, submit
 from tripstream.kafka.topics import ensure_topic
 from tripstream.stack import Stack
 
@@ -109,6 +109,19 @@ def test_timestamp_startup_reads_from_the_right_offset(stack: Stack, trips_topic
     with stack.postgres.connect() as conn:
         got = {r[0] for r in conn.execute("SELECT event_id FROM trips WHERE event_id LIKE %s", (f"{fresh}-%",))}
     assert got == {e.event_id for e in renamed if e.pickup_at >= "2021-01-01 08:05:00"}
+
+
+def test_the_spec_with_the_password_is_gone_once_submitted(stack: Stack, trips_topic) -> None:  # noqa: ANN001
+    topic, _ = trips_topic
+    jobs_dir = stack.settings.state_dir / "jobs"
+    _run_bounded(stack, job="passthrough", topic=topic)
+    assert sorted(jobs_dir.glob("*.json")) == []
+    password = stack.postgres.password()
+    for path in jobs_dir.iterdir():
+        assert password not in path.read_text(), path
+    entry = submissions(stack, "passthrough")[-1]
+    assert entry["options"]["topic"] == topic  # what verify and health read back
+    assert jobs_dir.stat().st_mode & 0o077 == 0
 
 
 def test_a_running_job_is_not_submitted_twice(stack: Stack, trips_topic) -> None:  # noqa: ANN001

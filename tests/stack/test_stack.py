@@ -17,7 +17,7 @@ from tripstream.kafka.topics import read
 from tripstream.stack import Stack
 from tripstream.stack.process import port_is_free, wait_until
 
-from tests.conftest import TEST_ENV, processes_mentioning, run_cli
+from tests.conftest import PORT_OFFSET, TEST_ENV, processes_mentioning, run_cli
 
 pytestmark = pytest.mark.stack
 
@@ -138,6 +138,7 @@ def test_down_frees_everything_and_up_keeps_the_data(stack: Stack) -> None:
 
 def _isolated_env(tmp_path: Path, base: int) -> dict[str, str]:
     """Settings for a second, throwaway stack that cannot touch the session's."""
+    base += PORT_OFFSET
     return {
         "TRIPSTREAM_STATE_DIR": str(tmp_path / "state"),
         "TRIPSTREAM_KAFKA_PORT": str(base),
@@ -151,18 +152,20 @@ def _isolated_env(tmp_path: Path, base: int) -> dict[str, str]:
 
 def test_a_taken_port_is_named_and_nothing_is_left_started(tmp_path: Path, stack: Stack) -> None:
     env = _isolated_env(tmp_path, 29092)
+    pg_port = env["TRIPSTREAM_POSTGRES_PORT"]
     with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 29096))  # the isolated stack's PostgreSQL port
+        squatter.bind(("127.0.0.1", int(pg_port)))  # the isolated stack's PostgreSQL port
         squatter.listen()
         result = run_cli("up", env=env, timeout=120)
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
-    assert "29096" in lines[0] and "postgres" in lines[0]
+    assert pg_port in lines[0] and "postgres" in lines[0]
     assert processes_mentioning(str(tmp_path / "state") + "/") == []
 
 
-def test_a_component_dying_at_start_stops_the_others(tmp_path: Path, stack: Stack) -> None:
+def test_a_component_dying_at_start_stops_the_others(open_tmp: Path, stack: Stack) -> None:
+    tmp_path = open_tmp
     env = _isolated_env(tmp_path, 29192)
     data = tmp_path / "state" / "postgres" / "data"
     data.mkdir(parents=True)
@@ -172,7 +175,7 @@ def test_a_component_dying_at_start_stops_the_others(tmp_path: Path, stack: Stac
     assert result.returncode != 0
     assert "postgres exited during start-up" in result.stderr
     assert processes_mentioning(str(tmp_path / "state") + "/") == []
-    assert port_is_free(29192)
+    assert port_is_free(int(env["TRIPSTREAM_KAFKA_PORT"]))
 
 
 def test_external_engines_are_reported_not_started(tmp_path: Path, stack: Stack) -> None:
@@ -195,10 +198,11 @@ def test_external_engines_are_reported_not_started(tmp_path: Path, stack: Stack)
 
 def test_an_external_engine_that_does_not_answer_fails_clearly(tmp_path: Path, stack: Stack) -> None:
     env = _isolated_env(tmp_path, 29392)
-    env["TRIPSTREAM_FLINK_REST"] = "http://127.0.0.1:29399"
+    dead = str(29399 + PORT_OFFSET)
+    env["TRIPSTREAM_FLINK_REST"] = f"http://127.0.0.1:{dead}"
     result = run_cli("up", "--only", "flink", env=env, timeout=60)
     assert result.returncode != 0
-    assert "flink" in result.stderr and "29399" in result.stderr
+    assert "flink" in result.stderr and dead in result.stderr
 
 
 def test_unknown_component_is_refused() -> None:

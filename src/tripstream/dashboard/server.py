@@ -4,6 +4,12 @@ The standard library's threading HTTP server is enough: the page is static (HTML
 one stylesheet, all in ``static/``, nothing fetched from elsewhere, so it works offline) and
 polls ``/api/*`` every couple of seconds. Each API call opens its own short PostgreSQL
 connection; the Flink/Kafka snapshot is shared between callers for a second and a half.
+
+Only requests naming the dashboard itself in their ``Host`` header (``127.0.0.1:<port>`` or
+``localhost:<port>``) are answered; any other gets 421. Binding 127.0.0.1 keeps other machines
+out, but not a web page whose own host name was re-pointed at 127.0.0.1 (DNS rebinding): the
+browser would then let that page read the API as if it were same-origin. Its requests carry the
+page's host name, which is how they are told apart.
 """
 
 from __future__ import annotations
@@ -72,6 +78,11 @@ class Dashboard:
         }
 
 
+def allowed_hosts(port: int) -> frozenset[str]:
+    """The Host header values the dashboard answers on ``port``."""
+    return frozenset({f"{HOST}:{port}", f"localhost:{port}"})
+
+
 def make_handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
     """A request handler class bound to ``dashboard`` (http.server wants a class, not an object)."""
     routes = dashboard.routes()
@@ -94,7 +105,19 @@ def make_handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
         def _json(self, status: int, data: Any) -> None:
             self._send(status, json.dumps(data, default=str).encode(), "application/json")
 
+        def _host_allowed(self) -> bool:
+            """Whether the Host header names this server (see the module docstring); else 421."""
+            host = (self.headers.get("Host") or "").strip().lower()
+            if host in allowed_hosts(self.server.server_address[1]):
+                return True
+            self._send(HTTPStatus.MISDIRECTED_REQUEST,
+                       b"misdirected request: this dashboard answers only Host 127.0.0.1 or localhost with its port\n",
+                       "text/plain; charset=utf-8")
+            return False
+
         def do_GET(self) -> None:  # noqa: N802 - the base class's name
+            if not self._host_allowed():
+                return
             url = urlparse(self.path)
             path = url.path
             if path in ("/", "/index.html"):

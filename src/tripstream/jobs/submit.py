@@ -1,4 +1,10 @@
-"""Submit, list and stop tripstream's jobs on the Flink cluster."""
+"""Submit, list and stop tripstream's jobs on the Flink cluster.
+
+A job's spec (its options and the connections, the JDBC password among them) is handed to
+`flink run` in a file private to the account the client runs as, and deleted as soon as the
+client has returned: the job graph holds what it needs by then. What `verify` and `health` need
+later (the options, never the connections) goes into the job's history line.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from tripstream.jobs.options import JobOptions
 from tripstream.jobs.windows import LATENESS_RULE
 from tripstream.stack import Stack
 from tripstream.stack.flink import rest_get
+from tripstream.stack.process import give_to
 
 ACTIVE = {"CREATED", "INITIALIZING", "RUNNING", "RESTARTING", "RECONCILING", "CANCELLING", "FAILING"}
 
@@ -153,24 +160,43 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 300.0, restore_from:
             "functions_jar": str(functions_jar),
         },
     }
-    spec_dir = stack.settings.state_dir / "jobs"
-    spec_dir.mkdir(parents=True, exist_ok=True)
-    spec_path = spec_dir / f"{opts.job}-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(spec, fh, indent=2)
     offsets = _offsets_seen(stack, opts, restored=restore_from is not None)
     from tripstream.jobs import runner
 
-    job_id = stack.flink.submit_python(Path(runner.__file__), [str(spec_path)], timeout=timeout,
-                                       restore_from=restore_from,
-                                       secrets=[password, *sensitive_values(kafka.jobs_client)])
+    spec_path = _write_spec(stack, opts.job, spec)
+    try:
+        job_id = stack.flink.submit_python(Path(runner.__file__), [str(spec_path)], timeout=timeout,
+                                           restore_from=restore_from,
+                                           secrets=[password, *sensitive_values(kafka.jobs_client)])
+    finally:
+        spec_path.unlink(missing_ok=True)
     with _history(stack, opts.job).open("a") as fh:
-        fh.write(json.dumps({"id": job_id, "at": time.time(), "spec": str(spec_path), "topic": opts.topic,
+        fh.write(json.dumps({"id": job_id, "at": time.time(), "options": opts.as_dict(), "topic": opts.topic,
                              "offsets": offsets, "lateness_rule": LATENESS_RULE,
                              "restored_from": str(restore_from) if restore_from else None}) + "\n")
     stack.flink.wait_job_state(job_id, {"RUNNING", "FINISHED"}, timeout, starting=True)
     return job_id
+
+
+def _write_spec(stack: Stack, job: str, spec: dict[str, Any]) -> Path:
+    """The spec in a new file (0600) of the account `flink run` runs as, in ``<state>/jobs``."""
+    user = stack.flink.run_user()
+    spec_dir = stack.settings.state_dir / "jobs"
+    give_to(user, spec_dir)
+    spec_path = spec_dir / f"{job}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.json"
+    fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        if user is not None:
+            os.fchown(fh.fileno(), user.uid, user.gid)
+        json.dump(spec, fh, indent=2)
+    return spec_path
+
+
+def run_options(entry: dict[str, Any]) -> dict[str, Any]:
+    """The options of one history entry: kept in the entry, or (older entries) in its spec file."""
+    if "options" in entry:
+        return dict(entry["options"])
+    return dict(json.loads(Path(entry["spec"]).read_text())["options"])
 
 
 def _watermark_ms(stack: Stack, jid: str, vertices: list[dict[str, Any]]) -> int | None:
@@ -239,7 +265,7 @@ def _spec_topic(stack: Stack, name: str, jid: str) -> str | None:
         for line in _history(stack, name).read_text().splitlines():
             entry = json.loads(line) if line else {}
             if entry.get("id") == jid:
-                return json.loads(Path(entry["spec"]).read_text())["options"]["topic"]
+                return entry.get("topic") or run_options(entry)["topic"]
     except (OSError, ValueError, KeyError):
         return None
     return None

@@ -1,7 +1,12 @@
-"""The shape every engine of the stack shares: start, wait until ready, stop, describe."""
+"""The shape every engine of the stack shares: start, wait until ready, stop, describe.
+
+Run as root, every engine runs as an unprivileged account (:meth:`Service.run_user`): Kafka and
+Flink as ``tripstream``, a system user `make bootstrap` creates, PostgreSQL as ``postgres``.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 from abc import ABC, abstractmethod
@@ -11,7 +16,12 @@ from typing import Any
 
 from tripstream.config import Settings
 from tripstream.stack.errors import MissingToolError
-from tripstream.stack.process import ManagedProcess, require_free_ports, tail, wait_until
+from tripstream.stack.process import ManagedProcess, RunAs, require_free_ports, server_user, tail, wait_until
+
+# The account Kafka and Flink run as when tripstream runs as root.
+SERVER_USER = "tripstream"
+SERVER_USER_HINT = ("run `make bootstrap` as root (it creates it: useradd --system tripstream), "
+                    "or create it yourself")
 
 
 @dataclass
@@ -43,6 +53,9 @@ class Service(ABC):
     name: str = ""
     start_timeout: float = 90.0
     stop_timeout: float = 60.0
+    # Who the server runs as when we are root, and how to get that account when it is missing.
+    server_account: str = SERVER_USER
+    server_account_hint: str = SERVER_USER_HINT
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -83,6 +96,21 @@ class Service(ABC):
         return f"{self.name} to become healthy"
 
     # -- shared behaviour ---------------------------------------------------------------------
+    def run_user(self) -> RunAs | None:
+        """The account the server processes run as: :attr:`server_account` when root, else None."""
+        return server_user(self.server_account, self.server_account_hint)
+
+    def server_env(self, user: RunAs | None, env: dict[str, str] | None = None) -> dict[str, str] | None:
+        """The environment for a server run as ``user``: root's HOME is not its home."""
+        if user is None:
+            return env
+        env = dict(os.environ if env is None else env)
+        env.update(HOME=str(self.dir), USER=user.name, LOGNAME=user.name)
+        return env
+
+    def check_purge(self) -> None:
+        """Raise when :meth:`purge` would delete something that is not ours (before anything is)."""
+
     def process(self, role: str, stop_signal: int | None = None) -> ManagedProcess:
         return ManagedProcess(
             name=f"{self.name} {role}" if role != self.name else self.name,

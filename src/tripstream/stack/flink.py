@@ -11,6 +11,17 @@ Every REST use (status, jobs, health, verify, the dashboard, ``flink run``) goes
 is reached the same way by all of them. ``flink run`` gets the same settings in its own private
 conf dir (keystores converted from the PEM files, see :mod:`tripstream.tls`) and the headers in
 ``FLINK_REST_CLIENT_HEADERS``, the environment variable Flink's REST client reads them from.
+
+Run as root, the JobManager and TaskManager (and so PyFlink's Python workers inside the
+TaskManager) run as the ``tripstream`` user, which owns what they write: logs, checkpoints,
+savepoints and Flink's tmp dirs. So does the `flink run` client: it reads the conf and lib dirs
+in that account's directory, which root must not execute from. The conf dirs and keystores root
+writes for them are handed to that account.
+
+The REST API answers anyone who reaches 127.0.0.1:<port> and has no authentication, so what it
+offers is cut down: ``web.submit.enable: false`` removes the jar endpoints (``/jars/upload``,
+``/jars/<id>/run``: upload and run any code), and CORS allows only the UI's own origin, so a web
+page in a local browser cannot call it. `flink run` submits through ``POST /jobs``, which stays.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ from tripstream.config import FlinkSettings, mask_secrets
 from tripstream.stack.base import Service
 from tripstream.stack.errors import MissingToolError, StackError
 from tripstream.stack.kafka import java_binary
-from tripstream.stack.process import ManagedProcess, wait_until
+from tripstream.stack.process import ManagedProcess, give_to, hand_over, run_as, wait_until
 from tripstream.tls import pkcs12_keystore, pkcs12_truststore, private_file, store_password
 
 
@@ -236,6 +247,10 @@ class FlinkService(Service):
             "rest.address": "127.0.0.1",
             "rest.bind-address": "127.0.0.1",
             "rest.port": f.port,
+            # No jar upload/run through the REST API (anyone local could run code), and no
+            # cross-origin calls from web pages other than the UI itself.
+            "web.submit.enable": False,
+            "web.access-control-allow-origin": f"http://127.0.0.1:{f.port}",
             "blob.server.port": "0",
             # A killed TaskManager is noticed within seconds (failed heartbeat RPCs), not 50 s.
             "heartbeat.interval": 2000,
@@ -339,11 +354,17 @@ class FlinkService(Service):
         lines += [f"{key}: {json.dumps(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else value}"
                   for key, value in config.items()]
         private_file(conf_dir / "config.yaml", "\n".join(lines) + "\n")
+        # The cluster and `flink run` run as the server account: it must read what root wrote.
+        hand_over(self.run_user(), conf_dir, *([self.tls_dir] if self.tls_dir.exists() else []))
 
     def _write_config(self, home: Path) -> None:
         self._write_conf_dir(home, self.conf_dir, self._full_config(home))
-        for sub in ("checkpoints", "savepoints", "tmp/web", "tmp/io", "log"):
-            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        self._server_dirs()
+
+    def _server_dirs(self) -> None:
+        """The directories the cluster writes, owned by the account it runs as."""
+        give_to(self.run_user(), self.dir, *(self.dir / sub for sub in
+                                             ("checkpoints", "savepoints", "tmp", "tmp/web", "tmp/io", "log")))
 
     def client_env(self) -> dict[str, str]:
         """Environment for `flink run`: its private conf dir and the REST headers (basic auth...)."""
@@ -396,7 +417,8 @@ class FlinkService(Service):
 
     def launch(self) -> None:
         home = flink_home()
-        env = self.env()
+        user = self.run_user()
+        env = self.server_env(user, self.env())
         # The state dir on the command line from the first instant (the scripts exec Java a moment
         # later): it is how a ManagedProcess recognises its own pid. Flink ignores the key.
         mark = ["-D", f"tripstream.state-dir={self.settings.state_dir}/"]
@@ -404,10 +426,11 @@ class FlinkService(Service):
             self._write_config(home)
             self._link_lib(home)
             self.process("jobmanager").spawn([str(home / "bin" / "jobmanager.sh"), "start-foreground", *mark],
-                                             env=env, cwd=self.dir)
+                                             env=env, cwd=self.dir, user=user)
         if self.process("taskmanager").pid() is None:
+            self._server_dirs()
             self.process("taskmanager").spawn([str(home / "bin" / "taskmanager.sh"), "start-foreground", *mark],
-                                              env=env, cwd=self.dir)
+                                              env=env, cwd=self.dir, user=user)
 
     # -- jobs -----------------------------------------------------------------------------------
     def job_state(self, job_id: str) -> str | None:
@@ -488,9 +511,16 @@ class FlinkService(Service):
         if restore_from is not None:
             cmd += ["-s", str(restore_from)]
         cmd += ["-py", str(script), *(args or [])]
+        user = self.run_user()
+        # The client's temp files (PyFlink unpacks the script into <tmpdir>/pyflink/) in the state
+        # dir: a /tmp/pyflink made by another account would be closed to this one.
+        client_tmp = self.dir / "tmp" / "client"
+        give_to(user, client_tmp)
+        env["JVM_ARGS"] = f"{env.get('JVM_ARGS', '')} -Djava.io.tmpdir={client_tmp}".strip()
+        env["TMPDIR"] = str(client_tmp)
         started = time.monotonic()
         try:
-            result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+            result = run_as(cmd, user, env=self.server_env(user, env), timeout=timeout, cwd=self.dir)
         except subprocess.TimeoutExpired:
             # Planning a PyFlink job is CPU-bound (two JVMs and a Python process): on a saturated
             # machine it is slow rather than stuck, and the load says which.

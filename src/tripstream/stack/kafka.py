@@ -2,7 +2,9 @@
 
 The broker is both controller and broker (``process.roles=broker,controller``), listens on
 127.0.0.1 only, and keeps its log dirs under ``<state>/kafka/data``. Storage is formatted once,
-on the first start, with a cluster id we generate (Kafka's own base64url UUID form).
+on the first start, with a cluster id we generate (Kafka's own base64url UUID form). Run as
+root, the broker (and the storage format) runs as the ``tripstream`` user, which owns
+``<state>/kafka``.
 
 With ``kafka.listener_security = "SASL_SSL"`` its one client listener speaks TLS (the PEM
 certificate and key of ``kafka.ssl_cert_file``/``ssl_key_file``) and SCRAM-SHA-512 only, as a
@@ -19,7 +21,6 @@ import base64
 import os
 import shutil
 import signal
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 from tripstream.errors import ConfigError
 from tripstream.stack.base import Service
 from tripstream.stack.errors import MissingToolError, StackError
-from tripstream.stack.process import ManagedProcess
+from tripstream.stack.process import ManagedProcess, RunAs, give_to, hand_over, run_as
 from tripstream.tls import private_file
 
 SCRAM = "SCRAM-SHA-512"
@@ -184,6 +185,8 @@ class KafkaService(Service):
         except OSError as exc:
             raise StackError(f"kafka: cannot read the listener's certificate or key: {exc}") from None
         keystore = private_file(self.dir / "tls" / "server.pem", key.rstrip() + "\n" + cert)
+        # A copy beside it: the broker's account may not reach the directory the chain came from.
+        truststore = private_file(self.dir / "tls" / "chain.pem", cert)
         jaas = f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{user}" password="{password}";'
         return {"listeners": f"SASL_SSL://127.0.0.1:{k.port},CONTROLLER://127.0.0.1:{k.controller_port}",
                 "advertised.listeners": f"SASL_SSL://127.0.0.1:{k.port}",
@@ -195,11 +198,11 @@ class KafkaService(Service):
                 "ssl.keystore.type": "PEM",
                 "ssl.keystore.location": str(keystore),
                 "ssl.truststore.type": "PEM",
-                "ssl.truststore.location": str(Path(k.ssl_cert_file).resolve())}
+                "ssl.truststore.location": str(truststore)}
 
     def _write_config(self) -> None:
         k = self.settings.kafka
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -224,19 +227,20 @@ class KafkaService(Service):
         private_file(self.config_path, text)  # it may hold the SCRAM user's password
         (self.dir / "log4j2.properties").write_text(_LOG4J2)
 
-    def _format_storage(self, java: str, classpath: str) -> None:
+    def _format_storage(self, java: str, classpath: str, user: RunAs | None) -> None:
         if (self.data_dir / "meta.properties").exists():
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = ["-Xmx256m", "-cp", classpath, *self._log_opts(), "kafka.tools.StorageTool", "format",
                 "--standalone", "-t", random_cluster_id(), "-c", str(self.config_path)]
         if self.settings.kafka.secured_listener:
-            user, password = self._scram_credentials()
-            args += ["--add-scram", f'{SCRAM}=[name={user},password="{password}"]']
+            scram_user, password = self._scram_credentials()
+            args += ["--add-scram", f'{SCRAM}=[name={scram_user},password="{password}"]']
         # A Java argument file: the SCRAM password never shows on a command line.
         argfile = private_file(self.dir / "format.args", "\n".join(f'"{a}"' if " " in a else a for a in args) + "\n")
+        hand_over(user, argfile)
         try:
-            result = subprocess.run([java, f"@{argfile}"], capture_output=True, text=True, timeout=120)
+            result = run_as([java, f"@{argfile}"], user, timeout=120, cwd=self.dir, env=self.server_env(user))
         finally:
             argfile.unlink(missing_ok=True)
         if result.returncode != 0:
@@ -251,14 +255,19 @@ class KafkaService(Service):
     def launch(self) -> None:
         java = java_binary()
         classpath = self._classpath()
+        user = self.run_user()
         self._write_config()
-        self._format_storage(java, classpath)
+        give_to(user, self.dir, self.data_dir, self.dir / "log")
+        # Written by root on every start, 0600 (they may hold the SCRAM password): the broker's now.
+        hand_over(user, self.config_path, self.dir / "log4j2.properties",
+                  *([self.dir / "tls"] if (self.dir / "tls").exists() else []))
+        self._format_storage(java, classpath, user)
         heap = self.settings.kafka.heap
         self.process("kafka").spawn(
             [java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
              "-Djava.awt.headless=true", *self._log_opts(), "-cp", classpath,
              "kafka.Kafka", str(self.config_path)],
-            cwd=self.dir,
+            cwd=self.dir, user=user, env=self.server_env(user),
         )
 
     def log_files(self) -> list[Path]:

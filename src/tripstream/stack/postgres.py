@@ -5,7 +5,13 @@
 that uid. The server listens on 127.0.0.1 and on a Unix socket in ``<state>/postgres/run``; the
 socket trusts local connections (only its owner and root can reach that directory), TCP asks for
 a password. The pipeline's role and database are created on the first start, with a generated
-password kept in ``<state>/postgres/password`` (mode 0600).
+password kept in ``<state>/postgres/password`` (created with mode 0600, never readable by others
+even for an instant).
+
+When the ``postgres`` user cannot enter the state dir (always the case as root, since the state
+dir is private to the Kafka/Flink user), the cluster lives in ``/var/lib/tripstream/<id>/``
+(:data:`SERVER_ROOT`), linked from ``<state>/postgres/server``; `down --purge` follows that link
+only when it still leads into :data:`SERVER_ROOT`.
 
 With ``postgres.ssl_cert_file`` and ``ssl_key_file`` set, the server runs ``ssl=on`` and its TCP
 socket accepts TLS only (``hostssl`` in pg_hba.conf): how a secured production server behaves, so
@@ -15,12 +21,11 @@ the local DSN, and from there into the jobs' JDBC URL.
 
 from __future__ import annotations
 
+import hashlib
 import os
-import pwd
 import secrets
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -28,9 +33,12 @@ from urllib.parse import quote, urlencode
 from tripstream.dsn import jdbc_url, mask_dsn
 from tripstream.stack.base import Service
 from tripstream.stack.errors import MissingToolError, StackError
-from tripstream.stack.process import ManagedProcess
+from tripstream.stack.process import ManagedProcess, RunAs, can_reach, run_as
+from tripstream.stack.statedir import PurgeRefused
 
 SERVER_USER = "postgres"
+# Where a cluster goes when its user cannot reach the state dir; purge deletes nothing outside it.
+SERVER_ROOT = Path("/var/lib/tripstream")
 
 
 def pg_bindir() -> Path:
@@ -46,7 +54,7 @@ def pg_bindir() -> Path:
                            "(it installs Debian's postgresql package)")
 
 
-__all__ = ["PostgresService", "mask_dsn", "pg_bindir"]
+__all__ = ["PostgresService", "mask_dsn", "pg_bindir", "psql_command"]
 
 
 def connect_failure(exc: Exception) -> str:
@@ -62,11 +70,41 @@ def connect_failure(exc: Exception) -> str:
     return reason
 
 
+def psql_binary() -> str:
+    """psql from the server's bindir, else the one on PATH; a clear error when there is none."""
+    try:
+        candidate = pg_bindir() / "psql"
+    except MissingToolError:
+        candidate = None
+    if candidate is not None and candidate.exists():
+        return str(candidate)
+    found = shutil.which("psql")
+    if not found:
+        raise MissingToolError("psql not found: install Debian's postgresql-client package")
+    return found
+
+
+def psql_command(dsn: str, args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(argv, extra environment) to run psql on ``dsn``: the password goes into PGPASSWORD only.
+
+    The DSN without its password (host, port, user, database, options) is psql's first
+    argument; ``args`` follow, so they can override or add anything.
+    """
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(dsn)
+    password = params.pop("password", None)
+    env = {"PGPASSWORD": str(password)} if password else {}
+    return [psql_binary(), f"--dbname={make_conninfo(**params)}", *args], env
+
+
 class PostgresService(Service):
     """The local server, or an external one when ``postgres.dsn`` is set."""
 
     name = "postgres"
     start_timeout = 60.0
+    server_account = SERVER_USER
+    server_account_hint = "install Debian's postgresql package (make bootstrap)"
 
     @property
     def server_dir(self) -> Path:
@@ -87,38 +125,39 @@ class PostgresService(Service):
     def socket_dir(self) -> Path:
         return self.server_dir / "run"
 
-    def _place_server_dir(self, user: str | None) -> None:
+    def _place_server_dir(self, user: RunAs | None) -> None:
         """Relocate the cluster (see :attr:`server_dir`) when its owner cannot reach the state dir."""
         if user is None or (self.dir / "server").is_symlink() or (self.dir / "data").exists():
             return
-        probe = subprocess.run(["test", "-x", str(self.dir)], user=user, capture_output=True)
-        if probe.returncode == 0:
+        if can_reach(user, self.dir):
             return
-        import hashlib
-
-        target = Path("/var/lib/tripstream") / hashlib.sha1(str(self.dir).encode()).hexdigest()[:16]
+        target = SERVER_ROOT / hashlib.sha1(str(self.dir).encode()).hexdigest()[:16]
         target.mkdir(parents=True, exist_ok=True)
         (self.dir / "server").symlink_to(target)
 
+    def _relocated_dir(self) -> Path | None:
+        """The directory the `server` link leads to, or None when there is no link."""
+        link = self.dir / "server"
+        return link.resolve() if link.is_symlink() else None
+
+    def check_purge(self) -> None:
+        """Refuse a `server` link that leads anywhere but a cluster dir directly under SERVER_ROOT."""
+        target = self._relocated_dir()
+        if target is not None and target.parent != SERVER_ROOT.resolve():
+            raise PurgeRefused(f"refusing to purge: {self.dir / 'server'} leads to {target}, not into "
+                               f"{SERVER_ROOT}, where tripstream puts PostgreSQL clusters; remove that link "
+                               "yourself if it is wrong")
+
     def purge(self) -> None:
-        if (self.dir / "server").is_symlink():
-            shutil.rmtree(self.server_dir, ignore_errors=True)
+        self.check_purge()
+        target = self._relocated_dir()
+        if target is not None:
+            shutil.rmtree(target, ignore_errors=True)
         super().purge()
 
     @property
     def password_file(self) -> Path:
         return self.dir / "password"
-
-    def _run_as(self) -> str | None:
-        """The OS user that owns the cluster: `postgres` when we are root, else ourselves."""
-        if os.geteuid() != 0:
-            return None
-        try:
-            pwd.getpwnam(SERVER_USER)
-        except KeyError:
-            raise MissingToolError("running as root needs the `postgres` system user: "
-                                   "install Debian's postgresql package (make bootstrap)") from None
-        return SERVER_USER
 
     def processes(self) -> list[ManagedProcess]:
         return [] if self.external else [self.process("postgres")]
@@ -192,12 +231,17 @@ class PostgresService(Service):
             return None
 
     # -- local server ---------------------------------------------------------------------------
-    def _chown(self, path: Path, user: str | None) -> None:
-        if user:
-            entry = pwd.getpwnam(user)
-            os.chown(path, entry.pw_uid, entry.pw_gid)
+    def _chown(self, path: Path, user: RunAs | None) -> None:
+        if user is not None:
+            os.chown(path, user.uid, user.gid)
 
-    def _initdb(self, bindir: Path, user: str | None) -> None:
+    def _write_password(self) -> None:
+        """A new random password, in a file created 0600 (O_EXCL: never over an existing one)."""
+        fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(24) + "\n")
+
+    def _initdb(self, bindir: Path, user: RunAs | None) -> None:
         if (self.data_dir / "PG_VERSION").exists():
             return
         if self.data_dir.exists() and any(self.data_dir.iterdir()):
@@ -206,22 +250,21 @@ class PostgresService(Service):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
         self._chown(self.data_dir, user)
-        result = subprocess.run(
+        result = run_as(
             [str(bindir / "initdb"), "-D", str(self.data_dir), "-U", SERVER_USER, "-E", "UTF8",
              "--no-locale", "--auth-local=trust", "--auth-host=scram-sha-256"],
-            user=user, capture_output=True, text=True, timeout=180, cwd="/",
+            user, timeout=180, cwd="/",
         )
         if result.returncode != 0:
             lines = (result.stderr or result.stdout).strip().splitlines()
             raise StackError(f"postgres: initdb failed: {lines[-1] if lines else result.returncode}")
         if not self.password_file.exists():
-            self.password_file.write_text(secrets.token_urlsafe(24) + "\n")
-            os.chmod(self.password_file, 0o600)
+            self._write_password()
 
     def launch(self) -> None:
         bindir = pg_bindir()
-        user = self._run_as()
-        self.dir.mkdir(parents=True, exist_ok=True)
+        user = self.run_user()
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._place_server_dir(user)
         self._initdb(bindir, user)
         self.socket_dir.mkdir(parents=True, exist_ok=True)
@@ -234,10 +277,10 @@ class PostgresService(Service):
              "-c", "listen_addresses=127.0.0.1", "-c", f"port={self.settings.postgres.port}",
              "-c", f"unix_socket_directories={self.socket_dir}", "-c", "logging_collector=off",
              "-c", "max_connections=200", "-c", "fsync=on", *self._tls_options(user)],
-            user=user, cwd=Path("/"),
+            user=user, cwd=Path("/"), env=self.server_env(user),
         )
 
-    def _tls_options(self, user: str | None) -> list[str]:
+    def _tls_options(self, user: RunAs | None) -> list[str]:
         """Server options for TLS-only TCP, or none; rewrites pg_hba.conf either way.
 
         The certificate and key are copied beside the data dir (the key must belong to the server's

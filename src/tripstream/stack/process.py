@@ -4,12 +4,19 @@ Each engine runs as a detached child (its own session, so Ctrl-C on ``tripstream
 reach it), its output appended to a log file and its pid kept in a pid file. A pid is only trusted
 when the live process's command line still names the state dir, so a recycled pid is never
 mistaken for ours.
+
+Run as root, the servers must not keep root's powers: :func:`server_user` names the unprivileged
+account a server runs as (``tripstream`` for Kafka and Flink, ``postgres`` for PostgreSQL), and
+:class:`ManagedProcess` and :func:`run_as` drop to it (uid, gid, no supplementary groups) before
+exec. :func:`give_to` hands the directories a server writes to that account. As any other user
+everything runs as that user and none of this applies.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -18,7 +25,79 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tripstream.stack.errors import PortInUseError, StackError, WaitTimeout
+from tripstream.stack.errors import MissingToolError, PortInUseError, StackError, WaitTimeout
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """An unprivileged OS account a server process runs as (only when tripstream runs as root)."""
+
+    name: str
+    uid: int
+    gid: int
+
+    def popen_args(self) -> dict[str, object]:
+        """subprocess keyword arguments that drop root: uid, gid and no supplementary groups."""
+        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+
+
+def server_user(name: str, how_to_get_it: str) -> RunAs | None:
+    """The account to run a server as: ``name`` when we are root, None (ourselves) otherwise."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise MissingToolError(f"running as root needs the `{name}` system user: {how_to_get_it}") from None
+    if entry.pw_uid == 0:
+        raise StackError(f"the `{name}` user has uid 0: servers must not run as root")
+    return RunAs(name, entry.pw_uid, entry.pw_gid)
+
+
+def run_as(argv: Sequence[str], user: RunAs | None, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run`` as ``user`` (or as ourselves when None), text output captured."""
+    extra = user.popen_args() if user is not None else {}
+    return subprocess.run(list(argv), capture_output=True, text=True, **extra, **kwargs)  # type: ignore[arg-type]
+
+
+def can_reach(user: RunAs | None, path: Path) -> bool:
+    """Whether ``user`` may enter ``path`` (every directory on the way must let it through)."""
+    if user is None:
+        return True
+    return run_as(["test", "-x", str(path)], user, cwd="/").returncode == 0
+
+
+def hand_over(user: RunAs | None, *paths: Path) -> None:
+    """Make files (or whole directories) that root has just written belong to ``user``.
+
+    Unlike :func:`give_to` it always walks: root rewrites these on every start (configs, keystores,
+    private 0600 files the server account must read).
+    """
+    if user is None:
+        return
+    for path in paths:
+        if path.is_dir():
+            for root, subdirs, files in os.walk(path):
+                for name in [*subdirs, *files]:
+                    os.lchown(os.path.join(root, name), user.uid, user.gid)
+        os.lchown(path, user.uid, user.gid)
+
+
+def give_to(user: RunAs | None, *dirs: Path) -> None:
+    """Create ``dirs`` (mode 0700) and make them, and what they hold, belong to ``user``.
+
+    A directory that already belongs to ``user`` is taken to hold only its files, so after the
+    first start this is one stat per directory; one that does not (created by an older
+    tripstream, as root) is handed over whole.
+    """
+    for path in dirs:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if user is None or path.stat().st_uid == user.uid:
+            continue
+        for root, subdirs, files in os.walk(path):
+            for name in [*subdirs, *files]:
+                os.lchown(os.path.join(root, name), user.uid, user.gid)
+        os.chown(path, user.uid, user.gid)
 
 
 def wait_until(
@@ -149,12 +228,18 @@ class ManagedProcess:
         argv: Sequence[str],
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
-        user: str | None = None,
+        user: RunAs | None = None,
     ) -> int:
-        """Start ``argv`` detached, output appended to the log file; return its pid."""
+        """Start ``argv`` detached, output appended to the log file; return its pid.
+
+        With ``user`` the process runs as that account (see :class:`RunAs`), and its log file
+        belongs to it.
+        """
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
         self.pidfile.parent.mkdir(parents=True, exist_ok=True)
         with self.logfile.open("ab") as log:
+            if user is not None:
+                os.fchown(log.fileno(), user.uid, user.gid)
             log.write(f"\n--- tripstream: starting {self.name} at {time.strftime('%F %T')} ---\n".encode())
             log.flush()
             try:
@@ -165,8 +250,8 @@ class ManagedProcess:
                     stderr=subprocess.STDOUT,
                     env=dict(env) if env is not None else None,
                     cwd=cwd,
-                    user=user,
                     start_new_session=True,
+                    **(user.popen_args() if user is not None else {}),  # type: ignore[arg-type]
                 )
             except OSError as exc:
                 raise StackError(f"{self.name}: cannot run {argv[0]}: {exc.strerror}") from None

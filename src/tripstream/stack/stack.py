@@ -8,11 +8,13 @@ from collections.abc import Iterable, Sequence
 
 from tripstream.config import COMPONENTS, Settings
 from tripstream.errors import ConfigError
-from tripstream.stack.base import Service, Status
+from tripstream.stack import statedir
+from tripstream.stack.base import SERVER_USER, SERVER_USER_HINT, Service, Status
 from tripstream.stack.errors import StackError
 from tripstream.stack.flink import FlinkService
 from tripstream.stack.kafka import KafkaService
 from tripstream.stack.postgres import PostgresService
+from tripstream.stack.process import server_user
 
 
 def parse_components(only: str | Sequence[str] | None) -> list[str]:
@@ -55,6 +57,8 @@ class Stack:
                 # Alive but unhealthy (say, still starting from an earlier call): restart it clean.
                 service.stop()
             service.check_ports()
+        if to_start:
+            statedir.prepare(self.settings, server_user(SERVER_USER, SERVER_USER_HINT))
         started: list[Service] = []
         timings: dict[str, float] = {}
         t0 = time.monotonic()
@@ -79,7 +83,15 @@ class Stack:
         return timings
 
     def down(self, only: str | Sequence[str] | None = None, purge: bool = False) -> list[str]:
-        """Stop the local components (Flink first, Kafka and PostgreSQL after). Returns those stopped."""
+        """Stop the local components (Flink first, Kafka and PostgreSQL after). Returns those stopped.
+
+        ``purge`` first makes sure the state dir is one `up` prepared (see :mod:`statedir`) and
+        that each component deletes only its own files, and refuses before stopping anything.
+        """
+        if purge:
+            statedir.check_purgeable(self.settings)
+            for service in self.services(parse_components(only)):
+                service.check_purge()
         stopped = []
         for service in reversed(self.services(parse_components(only))):
             if not service.external and service.stop():

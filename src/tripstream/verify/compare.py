@@ -12,7 +12,6 @@ The verdict holds only when all of it holds:
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -114,7 +113,7 @@ def _show(value: Any, is_time: bool) -> str:
 
 
 def _latest_run(stack: Stack, job: str) -> tuple[dict[str, Any], JobOptions]:
-    from tripstream.jobs.submit import submissions
+    from tripstream.jobs.submit import run_options, submissions
 
     runs = [r for r in submissions(stack, job) if r.get("offsets")]
     if not runs:
@@ -122,10 +121,10 @@ def _latest_run(stack: Stack, job: str) -> tuple[dict[str, Any], JobOptions]:
                           f"submit it first (tripstream submit {job})")
     run = runs[-1]
     try:
-        spec = json.loads(Path(run["spec"]).read_text())
-    except OSError as exc:
-        raise VerifyError(f"the spec of job {job!r} is gone ({exc})") from None
-    return run, JobOptions(**spec["options"])
+        options = run_options(run)
+    except (OSError, KeyError, ValueError) as exc:
+        raise VerifyError(f"the options of job {job!r} are not recorded ({exc})") from None
+    return run, JobOptions(**options)
 
 
 def _flink_watermark(stack: Stack, jid: str) -> tuple[str, float]:
