@@ -49,4 +49,8 @@ def make_pki(directory: Path) -> Pki:
     fd = os.open(password, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(secrets.token_urlsafe(18) + "\n")
+    # The CA certificate is public: the Flink job's Kafka client reads it as the cluster's own
+    # account (not root), as a real cluster reads a truststore deployed to it. Keys stay private.
+    os.chmod(directory / "ca.pem", 0o644)
+    os.chmod(directory, 0o711)
     return Pki(ca=directory / "ca.pem", chain=chain, key=directory / "server.key", scram_password_file=password)

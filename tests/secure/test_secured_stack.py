@@ -16,6 +16,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import ssl
 import time
 import urllib.error
@@ -34,6 +35,7 @@ from tripstream.stack.process import wait_until
 
 _OFFSET = int(os.environ.get("TRIPSTREAM_TEST_PORT_OFFSET", "0")) + 50
 STATE = ROOT / ".tripstream-test-secure"
+PKI = ROOT / ".tripstream-test-secure-pki"
 TOPIC = "secure-trips"
 USER = "tripstream"
 
@@ -107,7 +109,8 @@ class Secured:
 @pytest.fixture(scope="module")
 def secured() -> Iterator[Secured]:
     Stack(load_settings(env={"TRIPSTREAM_STATE_DIR": str(STATE)})).down(purge=True)
-    tls = STATE / "test-pki"
+    tls = PKI  # beside the state dir, not in it: `up` refuses a dir holding what it did not create
+    shutil.rmtree(tls, ignore_errors=True)
     pki = make_pki(tls)
     sec = Secured(_env(pki, tls), pki, tls)
     try:

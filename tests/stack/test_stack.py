@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import uuid
 from pathlib import Path
@@ -214,3 +215,16 @@ def test_unknown_component_is_refused() -> None:
 def test_settings_are_isolated_from_the_default_stack(settings) -> None:  # noqa: ANN001
     assert settings.state_dir.name == ".tripstream-test"
     assert load_settings(env={}).state_dir.name == ".tripstream"
+
+
+def test_a_state_dir_deleted_by_hand_starts_over_at_the_same_path(open_tmp: Path, stack: Stack) -> None:
+    """As root the PostgreSQL cluster lives outside the state dir; deleting the state dir by hand
+    (or a fresh clone at a path used before) once left that cluster behind without its password."""
+    env = _isolated_env(open_tmp, 29492)
+    for attempt in ("first", "after rm -rf"):
+        result = run_cli("up", "--only", "postgres", env=env, timeout=180)
+        assert result.returncode == 0, f"{attempt}: {result.stderr}"
+        answered = run_cli("psql", "--", "-tAc", "select 1", env=env, timeout=60)
+        assert answered.returncode == 0 and answered.stdout.strip() == "1", f"{attempt}: {answered.stderr}"
+        assert run_cli("down", env=env, timeout=120).returncode == 0
+        shutil.rmtree(open_tmp / "state")

@@ -132,7 +132,10 @@ class PostgresService(Service):
         if can_reach(user, self.dir):
             return
         target = SERVER_ROOT / hashlib.sha1(str(self.dir).encode()).hexdigest()[:16]
-        target.mkdir(parents=True, exist_ok=True)
+        # No link leads here any more: a state dir at this path was deleted by hand (or a fresh
+        # clone reuses the path), and the cluster it left has lost its password file. Start over.
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
         (self.dir / "server").symlink_to(target)
 
     def _relocated_dir(self) -> Path | None:
