@@ -148,13 +148,19 @@ def test_produce_submit_health_verify_through_sasl_ssl_tls_and_https(secured: Se
     assert rc == 0, out + err
 
 
+def _with_wrong_password(secured: Secured, variable: str, name: str) -> Path:
+    """A copy of the properties file ``variable`` names, its password file swapped for a wrong one."""
+    wrong = secured.tls / f"{name}.password"
+    wrong.write_text("not-the-password\n")
+    props = secured.tls / f"{name}.properties"
+    props.write_text(Path(secured.full_env[variable]).read_text()
+                     .replace(str(secured.pki.scram_password_file), str(wrong)))
+    return props
+
+
 def test_a_wrong_password_for_flinks_kafka_client_fails_in_one_line(secured: Secured) -> None:
     """The Java side has its own settings: a wrong jaas password stops the submission with the cause."""
-    wrong = secured.tls / "wrong-jobs.password"
-    wrong.write_text("not-the-password\n")
-    jobs = secured.tls / "wrong-jobs.properties"
-    jobs.write_text(Path(secured.full_env["TRIPSTREAM_KAFKA_JOBS_CLIENT_PROPERTIES"]).read_text()
-                    .replace(str(secured.pki.scram_password_file), str(wrong)))
+    jobs = _with_wrong_password(secured, "TRIPSTREAM_KAFKA_JOBS_CLIENT_PROPERTIES", "wrong-jobs")
     rc, out, err = secured.cli("submit", "passthrough", "--topic", TOPIC, timeout=300,
                                TRIPSTREAM_KAFKA_JOBS_CLIENT_PROPERTIES=str(jobs))
     assert rc == 1, out + err
@@ -213,11 +219,7 @@ def test_the_servers_refuse_plaintext(secured: Secured) -> None:
 
 
 def test_a_wrong_kafka_password_fails_in_one_line(secured: Secured) -> None:
-    wrong = secured.tls / "wrong.password"
-    wrong.write_text("not-the-password\n")
-    client = secured.tls / "wrong-client.properties"
-    client.write_text(Path(secured.full_env["TRIPSTREAM_KAFKA_CLIENT_PROPERTIES"]).read_text()
-                      .replace(str(secured.pki.scram_password_file), str(wrong)))
+    client = _with_wrong_password(secured, "TRIPSTREAM_KAFKA_CLIENT_PROPERTIES", "wrong-client")
     started = time.monotonic()
     rc, _, err = secured.cli("produce", "--synthetic", "--topic", TOPIC, "--limit", "10", "--quiet",
                              timeout=120, TRIPSTREAM_KAFKA_CLIENT_PROPERTIES=str(client))
