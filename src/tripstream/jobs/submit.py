@@ -215,7 +215,11 @@ def _watermark(stack: Stack, jid: str, vertices: list[dict[str, Any]]) -> str | 
     from tripstream.events.schema import format_epoch_seconds
 
     value = _watermark_ms(stack, jid, vertices)
-    return format_epoch_seconds(value // 1000) if value is not None else None
+    if value is None:
+        return None
+    if value >= 2**62:  # Flink's MAX_WATERMARK: every input ended (or reports itself done)
+        return "end of input"
+    return format_epoch_seconds(value // 1000)
 
 
 def describe_jobs(stack: Stack, metrics: bool = False) -> list[dict[str, Any]]:
