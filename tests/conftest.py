@@ -9,6 +9,7 @@ here.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from tripstream.config import Settings, load_settings
-from tripstream.stack import Stack
+from tripstream.stack import Stack, statedir
 
 ROOT = Path(__file__).resolve().parents[1]
 # TRIPSTREAM_TEST_PORT_OFFSET moves every test port, so two checkouts can run their suites at once.
@@ -62,6 +63,11 @@ def settings(test_env: dict[str, str]) -> Settings:
 def stack(settings: Settings) -> Iterator[Stack]:
     """The shared, healthy stack. Fails the session loudly when it cannot start."""
     stack = Stack(settings)
+    if settings.state_dir.is_dir() and not (settings.state_dir / statedir.MARKER).is_file():
+        # The suite's own dir, left by a tripstream older than the purge marker: purge would
+        # refuse it, so stop what may run there and delete it here (`up` starts its cluster over).
+        stack.down()
+        shutil.rmtree(settings.state_dir)
     stack.down(purge=True)  # purge also removes a relocated PostgreSQL cluster
     stack.up()
     yield stack
@@ -82,7 +88,6 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240,
 def open_tmp() -> Iterator[Path]:
     """A temp dir other users may reach (pytest's tmp_path sits in a 0700 dir): run as root, the
     servers of a throwaway stack run as an unprivileged user and must enter its state dir."""
-    import shutil
     import uuid
 
     path = ROOT / "build" / "test-tmp" / uuid.uuid4().hex[:12]

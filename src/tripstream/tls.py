@@ -58,10 +58,22 @@ def _require(path: str, what: str) -> Path:
     return pem
 
 
+def _fresh(out: Path, password_file: Path, *sources: Path) -> bool:
+    """Whether ``out`` was built after its sources and its password: every start and every
+    `flink run` asks for the stores, and each build starts keytool or openssl."""
+    try:
+        built = out.stat().st_mtime
+        return all(built >= path.stat().st_mtime for path in (password_file, *sources))
+    except OSError:
+        return False
+
+
 def pkcs12_truststore(ca_file: str, out: Path, password_file: Path) -> Path:
-    """A PKCS12 truststore holding the CA certificate(s) of ``ca_file``; rebuilt every time."""
+    """A PKCS12 truststore holding the CA certificate(s) of ``ca_file``; rebuilt when it changed."""
     ca = _require(ca_file, "the CA file")
     store_password(password_file)
+    if _fresh(out, password_file, ca):
+        return out
     out.unlink(missing_ok=True)
     _run([_tool("keytool"), "-importcert", "-noprompt", "-alias", "ca", "-file", str(ca), "-keystore", str(out),
           "-storetype", "PKCS12", "-storepass:file", str(password_file)], f"building a truststore from {ca}")
@@ -74,6 +86,8 @@ def pkcs12_keystore(cert_file: str, key_file: str, out: Path, password_file: Pat
     cert = _require(cert_file, "the certificate file")
     key = _require(key_file or cert_file, "the key file")
     store_password(password_file)
+    if _fresh(out, password_file, cert, key):
+        return out
     out.unlink(missing_ok=True)
     _run([_tool("openssl"), "pkcs12", "-export", "-in", str(cert), "-inkey", str(key), "-name", "server",
           "-out", str(out), "-passout", f"file:{password_file}"], f"building a keystore from {cert}")

@@ -33,7 +33,7 @@ from urllib.parse import quote, urlencode
 from tripstream.dsn import jdbc_url, mask_dsn
 from tripstream.stack.base import Service
 from tripstream.stack.errors import MissingToolError, StackError
-from tripstream.stack.process import ManagedProcess, RunAs, can_reach, run_as
+from tripstream.stack.process import ManagedProcess, RunAs, can_reach, hand_over, run_as
 from tripstream.stack.statedir import PurgeRefused
 
 SERVER_USER = "postgres"
@@ -234,10 +234,6 @@ class PostgresService(Service):
             return None
 
     # -- local server ---------------------------------------------------------------------------
-    def _chown(self, path: Path, user: RunAs | None) -> None:
-        if user is not None:
-            os.chown(path, user.uid, user.gid)
-
     def _write_password(self) -> None:
         """A new random password, in a file created 0600 (O_EXCL: never over an existing one)."""
         fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -252,7 +248,7 @@ class PostgresService(Service):
                              "the state dir is corrupt: tripstream down --purge")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
-        self._chown(self.data_dir, user)
+        hand_over(user, self.data_dir)
         result = run_as(
             [str(bindir / "initdb"), "-D", str(self.data_dir), "-U", SERVER_USER, "-E", "UTF8",
              "--no-locale", "--auth-local=trust", "--auth-host=scram-sha-256"],
@@ -272,7 +268,7 @@ class PostgresService(Service):
         self._initdb(bindir, user)
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.socket_dir, 0o700)
-        self._chown(self.socket_dir, user)
+        hand_over(user, self.socket_dir)
         log = self.process("postgres").logfile
         log.parent.mkdir(parents=True, exist_ok=True)
         self.process("postgres").spawn(
@@ -304,14 +300,13 @@ class PostgresService(Service):
         tls_dir = self.server_dir / "tls"
         tls_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(tls_dir, 0o700)
-        self._chown(tls_dir, user)
         for name, source in (("server.crt", p.ssl_cert_file), ("server.key", p.ssl_key_file)):
             try:
                 shutil.copyfile(source, tls_dir / name)
             except OSError as exc:
                 raise StackError(f"postgres: cannot read {source}: {exc.strerror}") from None
             os.chmod(tls_dir / name, 0o600)
-            self._chown(tls_dir / name, user)
+        hand_over(user, tls_dir)
         return ["-c", "ssl=on", "-c", f"ssl_cert_file={tls_dir / 'server.crt'}",
                 "-c", f"ssl_key_file={tls_dir / 'server.key'}"]
 

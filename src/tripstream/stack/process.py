@@ -94,10 +94,7 @@ def give_to(user: RunAs | None, *dirs: Path) -> None:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         if user is None or path.stat().st_uid == user.uid:
             continue
-        for root, subdirs, files in os.walk(path):
-            for name in [*subdirs, *files]:
-                os.lchown(os.path.join(root, name), user.uid, user.gid)
-        os.chown(path, user.uid, user.gid)
+        hand_over(user, path)
 
 
 def wait_until(
