@@ -348,21 +348,40 @@ def topic_tail(
                           "key": msg.key().decode() if msg.key() else None, "value": value}, default=str))
 
 
+def _job_and_options(job: str, given: dict[str, object]) -> tuple[object, object, object]:
+    """(declaration or None, the job's spec, its JobOptions): the job named or declared in a file,
+    with the options given on the command line over the declaration's defaults."""
+    from tripstream.jobs.options import JobOptions
+    from tripstream.jobs.registry import DeclaredJob, builtin, declaration_from_file, is_declaration_path, option_defaults
+
+    decl = declaration_from_file(job) if is_declaration_path(job) else None
+    spec = DeclaredJob(decl) if decl is not None else builtin(job)
+    defaults = option_defaults(spec.decl) if isinstance(spec, DeclaredJob) else {}
+    options = {**defaults, **{k: v for k, v in given.items() if v is not None}}
+    return decl, spec, JobOptions(job=spec.name, **options)
+
+
+def _duration(value: Optional[str], option: str, allow_zero: bool = False) -> Optional[int]:
+    from tripstream.jobs.options import parse_duration_ms
+
+    return None if value is None else parse_duration_ms(value, option, allow_zero=allow_zero)
+
+
 @app.command()
 def submit(
-    job: Annotated[str, typer.Argument(help="passthrough, tumbling, sliding, session, surge or anomalies.")],
-    topic: Annotated[str, typer.Option(help="The trips topic to read.")] = "trips",
-    watermark: Annotated[str, typer.Option(help="Bounded out-of-orderness of the watermark.")] = "15s",
-    idle_timeout: Annotated[str, typer.Option(help="Mark a quiet partition idle after this (off: 0).")] = "5s",
+    job: Annotated[str, typer.Argument(help="A built-in job (passthrough, tumbling, sliding, session, surge, anomalies) or a declaration file (jobs/my_job.toml).")],
+    topic: Annotated[Optional[str], typer.Option(help="The trips topic to read (default: the declaration's, or trips).")] = None,
+    watermark: Annotated[Optional[str], typer.Option(help="Bounded out-of-orderness of the watermark (default: the declaration's, or 15s).")] = None,
+    idle_timeout: Annotated[Optional[str], typer.Option(help="Mark a quiet partition idle after this (off: 0; default 5s).")] = None,
     startup: Annotated[str, typer.Option(help="earliest|latest|group|timestamp:<ISO>|specific:<p:o,...>")] = "earliest",
     until: Annotated[Optional[str], typer.Option(help="latest: stop at the offsets latest at start.")] = None,
     mode: Annotated[str, typer.Option(help="streaming or batch (batch needs --until latest).")] = "streaming",
     parallelism: Annotated[int, typer.Option(help="Job parallelism.")] = 1,
     checkpoint_interval: Annotated[str, typer.Option(help="Exactly-once checkpoint interval.")] = "10s",
-    window: Annotated[Optional[str], typer.Option(help="Window size (tumbling 5min; sliding, surge 15min).")] = None,
-    slide: Annotated[str, typer.Option(help="sliding, surge: how often a window starts.")] = "5min",
-    gap: Annotated[str, typer.Option(help="session: the gap that ends a session.")] = "5min",
-    allowed_lateness: Annotated[str, typer.Option(help="tumbling, sliding, session: late events up to this still update their window.")] = "0",
+    window: Annotated[Optional[str], typer.Option(help="Window size (default: the declaration's; surge 15min).")] = None,
+    slide: Annotated[Optional[str], typer.Option(help="Hopping windows and surge: how often a window starts.")] = None,
+    gap: Annotated[Optional[str], typer.Option(help="Session windows: the gap that ends a session.")] = None,
+    allowed_lateness: Annotated[Optional[str], typer.Option(help="Windowed declared jobs: late events up to this still update their window.")] = None,
     state_retention: Annotated[str, typer.Option(help="Keep a window's state this long after its last update (off: 0).")] = "1d",
     surge_ratio: Annotated[float, typer.Option(help="surge: flag at this multiple of the baseline.")] = 2.0,
     surge_min_trips: Annotated[int, typer.Option(help="surge: and at least this many trips.")] = 5,
@@ -373,40 +392,73 @@ def submit(
     from_savepoint: Annotated[Optional[Path], typer.Option(help="Start from this savepoint or checkpoint directory.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="With --until latest: return when the job has finished.")] = False,
 ) -> None:
-    """Submit a PyFlink job to the Flink cluster; it writes PostgreSQL by upsert."""
-    from tripstream.jobs.options import JobOptions, parse_duration_ms
+    """Submit a job to the Flink cluster: a built-in, or your own declared in a TOML file.
+
+    A declaration is checked first (a problem is one line naming the file and the key, exit 2);
+    then its PostgreSQL table is created or migrated, and the job writes it by upsert.
+    """
     from tripstream.jobs.submit import restore_point
     from tripstream.jobs.submit import submit as submit_job
     from tripstream.stack import Stack
 
-    opts = JobOptions(
-        job=job, topic=topic, watermark_ms=parse_duration_ms(watermark, "--watermark"),
-        idle_timeout_ms=parse_duration_ms(idle_timeout, "--idle-timeout", allow_zero=True),
-        startup=startup, until=until, mode=mode, parallelism=parallelism,
-        checkpoint_interval_ms=parse_duration_ms(checkpoint_interval, "--checkpoint-interval"),
-        window_ms=parse_duration_ms(window, "--window") if window else None,
-        slide_ms=parse_duration_ms(slide, "--slide"), gap_ms=parse_duration_ms(gap, "--gap"),
-        allowed_lateness_ms=parse_duration_ms(allowed_lateness, "--allowed-lateness", allow_zero=True),
-        state_retention_ms=parse_duration_ms(state_retention, "--state-retention", allow_zero=True),
-        surge_ratio=surge_ratio, surge_min_trips=surge_min_trips,
-        earliest_event=earliest_event, max_future_ms=parse_duration_ms(max_future, "--max-future", allow_zero=True),
-        sink=sink,
-    )
+    decl, spec, opts = _job_and_options(job, {
+        "topic": topic, "watermark_ms": _duration(watermark, "--watermark"),
+        "idle_timeout_ms": _duration(idle_timeout, "--idle-timeout", allow_zero=True),
+        "startup": startup, "until": until, "mode": mode, "parallelism": parallelism,
+        "checkpoint_interval_ms": _duration(checkpoint_interval, "--checkpoint-interval"),
+        "window_ms": _duration(window, "--window"), "slide_ms": _duration(slide, "--slide"),
+        "gap_ms": _duration(gap, "--gap"),
+        "allowed_lateness_ms": _duration(allowed_lateness, "--allowed-lateness", allow_zero=True),
+        "state_retention_ms": _duration(state_retention, "--state-retention", allow_zero=True),
+        "surge_ratio": surge_ratio, "surge_min_trips": surge_min_trips, "earliest_event": earliest_event,
+        "max_future_ms": _duration(max_future, "--max-future", allow_zero=True), "sink": sink,
+    })
+    from tripstream.jobs.registry import resolve
+
+    resolve(spec.name, opts, decl.as_dict() if decl is not None else None).check(opts)
     if resume and from_savepoint:
         raise ConfigError("give --resume or --from-savepoint, not both")
     if wait and until is None:
         raise ConfigError("--wait needs --until latest (an unbounded job never finishes)")
+    name = spec.name
     stack = Stack(settings())
-    restore = restore_point(stack, job) if resume else from_savepoint
-    with err.status(f"submitting {job}..."):
-        job_id = submit_job(stack, opts, restore_from=restore)
-    err.print(f"submitted {job} as Flink job {job_id}" + (f", restored from {restore}" if restore else "")
+    restore = restore_point(stack, name) if resume else from_savepoint
+    notes: list[str] = []
+    with err.status(f"submitting {name}..."):
+        job_id = submit_job(stack, opts, restore_from=restore, declaration=decl, notes=notes)
+    for note in notes:
+        err.print(note, highlight=False)
+    err.print(f"submitted {name} as Flink job {job_id}" + (f", restored from {restore}" if restore else "")
               + f"; UI: {stack.flink.rest_url}/#/job/running/{job_id}")
     if wait:
-        with err.status(f"waiting for {job} to finish..."):
+        with err.status(f"waiting for {name} to finish..."):
             stack.flink.wait_job_state(job_id, {"FINISHED"}, 1800)
-        err.print(f"{job} finished")
+        err.print(f"{name} finished")
     print(job_id)
+
+
+@app.command()
+def explain(
+    job: Annotated[str, typer.Argument(help="A declaration file (.toml) or a built-in job's name.")],
+) -> None:
+    """Print what a job runs: its Flink SQL, its PostgreSQL table and the DuckDB truth verify uses."""
+    from tripstream.jobs.explain import explain as explain_job
+
+    from tripstream.jobs.registry import resolve
+
+    decl, spec, opts = _job_and_options(job, {})
+    shown = explain_job(resolve(spec.name, opts, decl.as_dict() if decl is not None else None), opts)
+    out.print(f"[bold]{shown.job}[/]" + (f": {shown.description}" if shown.description else ""), highlight=False)
+    out.print("\n[bold]-- Flink SQL[/] (one statement set: one Flink job)", highlight=False)
+    for statement in shown.flink_sql:
+        print(statement + "\n")
+    out.print("[bold]-- PostgreSQL result table[/] (created or migrated by submit)", highlight=False)
+    print(shown.table_ddl + "\n")
+    out.print("[bold]-- DuckDB truth[/] (what tripstream verify compares the table with)", highlight=False)
+    print(shown.truth_sql)
+    if shown.answer_sql:
+        out.print("\n[bold]-- The answer[/] (over the result table)", highlight=False)
+        print(shown.answer_sql.strip())
 
 
 @app.command()
@@ -421,7 +473,7 @@ def summary() -> None:
 
 @app.command()
 def verify(
-    job: Annotated[Optional[str], typer.Argument(help="The job to check (default: every job submitted here).")] = None,
+    job: Annotated[Optional[str], typer.Argument(help="The job to check, by name or declaration file (default: every job submitted here).")] = None,
     file: Annotated[Optional[Path], typer.Option(help="Take the events from this input file, not the topic.")] = None,
     wait: Annotated[float, typer.Option(help="Retry a failing check for up to this many seconds.")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -431,16 +483,20 @@ def verify(
     Exit 0 only when every closed window equals the truth and every record read is counted,
     late, bad or pending exactly once.
     """
-    from tripstream.jobs.options import JOB_NAMES
-    from tripstream.jobs.submit import submissions
+    from tripstream.jobs.registry import builtin_names, declaration_from_file, is_declaration_path
+    from tripstream.jobs.submit import submitted_jobs
     from tripstream.stack import Stack
     from tripstream.verify.compare import verify_until
     from tripstream.verify.report import lines
 
     stack = Stack(settings())
-    if job is not None and job not in JOB_NAMES:
-        raise ConfigError(f"unknown job {job!r}; choose one of {', '.join(JOB_NAMES)}")
-    names = [job] if job else [n for n in JOB_NAMES if submissions(stack, n)]
+    if job is not None and is_declaration_path(job):
+        job = declaration_from_file(job).name
+    submitted = submitted_jobs(stack)
+    if job is not None and job not in submitted and job not in builtin_names():
+        raise ConfigError(f"unknown job {job!r}: not a built-in ({', '.join(builtin_names())}) and never "
+                          f"submitted here")
+    names = [job] if job else submitted
     if not names:
         raise ConfigError("no job has been submitted here yet: tripstream submit JOB first")
     verdicts = []

@@ -15,9 +15,13 @@ from typing import Any
 
 from tripstream.jobs.ddl import jdbc_sink, trips_source
 from tripstream.jobs.options import JobOptions
+from tripstream.jobs.registry import CodeJob
+from tripstream.jobs.tables import ResultTable
+from tripstream.verify.truth import Truth
 
-COLUMNS = [("event_id", "STRING"), ("rule", "STRING"), ("pickup_at", "TIMESTAMP(3)"), ("pu_location_id", "INT"),
-           ("trip_distance", "DOUBLE"), ("fare_amount", "DOUBLE"), ("duration_s", "BIGINT"), ("speed_mph", "DOUBLE")]
+TABLE = ResultTable("trip_anomalies", (("event_id", "str"), ("rule", "str"), ("pickup_at", "timestamp"),
+                                       ("pu_location_id", "int"), ("trip_distance", "float"), ("fare_amount", "float"),
+                                       ("duration_s", "bigint"), ("speed_mph", "float")), ("event_id",))
 
 MAX_MPH = 80
 # (rule, condition) in priority order, in SQL that Flink and DuckDB (the batch truth) both read.
@@ -38,7 +42,7 @@ def rule_case() -> str:
 
 def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any]) -> None:
     trips_source(t_env, statements, opts, conn)
-    t_env.execute_sql(jdbc_sink("alerts", "trip_anomalies", COLUMNS, ["event_id"], conn))
+    t_env.execute_sql(jdbc_sink("alerts", TABLE.table, TABLE.flink_columns(), TABLE.key, conn))
     t_env.execute_sql("""
         CREATE TEMPORARY VIEW measured AS
         SELECT event_id, CAST(pickup_at AS TIMESTAMP(3)) AS pickup_at, pu_location_id, trip_distance, fare_amount,
@@ -52,3 +56,24 @@ def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any]) -
           FROM (SELECT *, CASE WHEN duration_s > 0 THEN trip_distance * 3600.0 / duration_s END AS speed_mph
                 FROM measured))
         WHERE rule IS NOT NULL""")
+
+
+def truth(con: Any, opts: JobOptions, watermark_ms: float) -> Truth:  # noqa: ARG001
+    """The alerts recomputed by the same rules; trips without a dropoff time are not checked."""
+    rows = con.execute(f"""
+        WITH m AS (
+            SELECT event_id, pickup_at, pu_location_id, trip_distance, fare_amount,
+                   trunc((dropoff_at - pickup_at) / 1000)::BIGINT AS duration_s
+            FROM ev WHERE dropoff_at IS NOT NULL),
+        s AS (SELECT *, CASE WHEN duration_s > 0 THEN trip_distance * 3600.0 / duration_s END AS speed_mph FROM m),
+        r AS (SELECT *, {rule_case()} AS rule FROM s)
+        SELECT event_id, rule, pickup_at, pu_location_id, trip_distance, fare_amount, duration_s, speed_mph
+        FROM r WHERE rule IS NOT NULL ORDER BY 1""").fetchall()
+    evaluated, skipped = con.execute(
+        "SELECT count(*) FILTER (WHERE dropoff_at IS NOT NULL), count(*) FILTER (WHERE dropoff_at IS NULL) "
+        "FROM ev").fetchone()
+    return Truth(rows, [None] * len(rows), int(evaluated), 0, int(skipped), 0)
+
+
+SPEC = CodeJob("anomalies", "Trips whose fare, distance and duration do not fit together", TABLE, build, truth,
+               unit="alerts", not_applicable="no dropoff time")

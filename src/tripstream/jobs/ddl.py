@@ -55,14 +55,16 @@ def shaded_kafka_classes(value: str) -> str:
         .replace(marker, SHADED_KAFKA_PACKAGE)
 
 
-def kafka_source(name: str, opts: JobOptions, conn: Mapping[str, Any]) -> str:
+def kafka_source(name: str, opts: JobOptions, conn: Mapping[str, Any], time_field: str = "pickup_at") -> str:
     """CREATE TABLE for the trips topic: raw payloads, their Kafka coordinates, the event time.
 
     The value is read as bytes and decoded by ``PARSE_TRIP`` (java/udf), so a bad record is kept
-    with its reason instead of failing the job or vanishing. The rowtime is ``TRIP_TIME``: a good
-    trip's pickup, or 1970-01-01 for a bad record, so a bad record never moves the watermark.
+    with its reason instead of failing the job or vanishing. The rowtime ``time_field`` is
+    ``TRIP_TIME``: a good trip's pickup (or its dropoff, when usable), else 1970-01-01, so a bad
+    record or an absurd dropoff never moves the watermark.
     """
     bounds = f"payload, CAST({opts.earliest_ms} AS BIGINT), CAST({opts.max_future_ms} AS BIGINT)"
+    time_args = bounds if time_field == "pickup_at" else f"{bounds}, '{time_field}'"
     options = {
         "connector": "kafka",
         "topic": opts.topic,
@@ -81,24 +83,26 @@ def kafka_source(name: str, opts: JobOptions, conn: Mapping[str, Any]) -> str:
         "  kafka_partition INT METADATA FROM 'partition' VIRTUAL",
         "  kafka_offset BIGINT METADATA FROM 'offset' VIRTUAL",
         "  kafka_timestamp TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL",
-        f"  pickup_at AS TRIP_TIME({bounds})",
+        f"  {time_field} AS TRIP_TIME({time_args})",
         f"  parsed AS PARSE_TRIP({bounds})",
         "  proc_time AS PROCTIME()",
-        f"  WATERMARK FOR pickup_at AS pickup_at - {interval(opts.watermark_ms)}",
+        f"  WATERMARK FOR {time_field} AS {time_field} - {interval(opts.watermark_ms)}",
     ]
     return f"CREATE TEMPORARY TABLE {name} (\n" + ",\n".join(columns) + f"\n) WITH (\n  {_with(options)}\n)"
 
 
-def trips_source(t_env: Any, statements: Any, opts: JobOptions, conn: Mapping[str, Any]) -> None:
+def trips_source(t_env: Any, statements: Any, opts: JobOptions, conn: Mapping[str, Any],
+                 time_field: str = "pickup_at") -> None:
     """Register ``trips_src`` (the good trips, typed, with their Kafka coordinates and arrival
-    time) for a job, and route its bad records to ``bad_records``.
+    time; ``time_field`` is the event-time attribute) for a job, and route its bad records to
+    ``bad_records``.
 
     Every job reads the topic on its own, so every job accounts for its own bad records.
     """
     for name, java_class in PARSE_FUNCTIONS.items():
         t_env.create_java_temporary_system_function(name, java_class)
-    t_env.execute_sql(kafka_source("trips_raw", opts, conn))
-    fields = ", ".join(f"`{f}`" if f == "pickup_at" else f"parsed.{f} AS `{f}`" for f in FIELDS)
+    t_env.execute_sql(kafka_source("trips_raw", opts, conn, time_field))
+    fields = ", ".join(f"`{f}`" if f == time_field else f"parsed.{f} AS `{f}`" for f in FIELDS)
     t_env.execute_sql(f"CREATE TEMPORARY VIEW trips_src AS SELECT {fields}, {', '.join(KAFKA_COLUMNS)}, proc_time "
                       f"FROM trips_raw WHERE parsed.reason IS NULL")
     t_env.execute_sql(jdbc_sink("bad_sink", "bad_records", BAD_COLUMNS,
@@ -125,13 +129,26 @@ def jdbc_sink(name: str, table: str, columns: Sequence[tuple[str, str]], key: Se
     if conn.get("sink") == "blackhole":
         return f"CREATE TEMPORARY TABLE {name} (\n" + ",\n".join(cols) + "\n) WITH ('connector' = 'blackhole')"
     options = {
-        "connector": "jdbc",
-        "url": _with_batched_inserts(conn["jdbc_url"]),
-        "table-name": table,
-        "username": conn["jdbc_user"],
-        "password": conn["jdbc_password"],
+        **_jdbc_options(conn, table, _with_batched_inserts(conn["jdbc_url"])),
         "sink.buffer-flush.max-rows": "2000",
         "sink.buffer-flush.interval": "250ms",
         "sink.max-retries": "10",
     }
+    return f"CREATE TEMPORARY TABLE {name} (\n" + ",\n".join(cols) + f"\n) WITH (\n  {_with(options)}\n)"
+
+
+def _jdbc_options(conn: Mapping[str, Any], table: str, url: str) -> dict[str, str]:
+    return {"connector": "jdbc", "url": url, "table-name": table, "username": conn["jdbc_user"],
+            "password": conn["jdbc_password"]}
+
+
+def jdbc_lookup(name: str, table: str, columns: Sequence[tuple[str, str]], key: Sequence[str],
+                conn: Mapping[str, Any]) -> str:
+    """CREATE TABLE for a PostgreSQL dimension table read by lookup joins, rows cached in the task
+    (a lookup join is stateless: nothing of the stream is kept to match later changes)."""
+    cols = [f"  `{c}` {t}" for c, t in columns]
+    cols.append(f"  PRIMARY KEY ({', '.join(f'`{k}`' for k in key)}) NOT ENFORCED")
+    options = {**_jdbc_options(conn, table, conn["jdbc_url"]), "lookup.cache": "PARTIAL",
+               "lookup.partial-cache.max-rows": "10000", "lookup.partial-cache.expire-after-write": "1 h",
+               "lookup.max-retries": "10"}
     return f"CREATE TEMPORARY TABLE {name} (\n" + ",\n".join(cols) + f"\n) WITH (\n  {_with(options)}\n)"

@@ -1,14 +1,14 @@
 """The script `flink run -py` executes: build one job's pipeline from its JSON spec and submit it.
 
 It runs in the Flink client's Python (the project's venv), reads the spec file written by
-`tripstream submit` (options and connection settings; the file is private to the user), sets the
+`tripstream submit` (options, the declaration of a declared job, and connection settings; the
+file is private to the user), sets the
 runtime (streaming or batch, parallelism, exactly-once checkpoints, source idle timeout) and adds
 the job's INSERT statements to one statement set, so the job is a single Flink job.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -18,6 +18,7 @@ def main(spec_path: str) -> None:
     from pyflink.table import EnvironmentSettings, TableEnvironment
 
     from tripstream.jobs.options import JobOptions
+    from tripstream.jobs.registry import resolve
 
     spec = json.loads(Path(spec_path).read_text())
     opts = JobOptions(**spec["options"])
@@ -46,9 +47,9 @@ def main(spec_path: str) -> None:
         config.set("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
         if opts.idle_timeout_ms:
             config.set("table.exec.source.idle-timeout", f"{opts.idle_timeout_ms} ms")
-    module = importlib.import_module(f"tripstream.jobs.{opts.job}")
+    job = resolve(opts.job, opts, spec.get("declaration"))
     statements = t_env.create_statement_set()
-    module.build(t_env, statements, opts, {**spec["connections"], "sink": opts.sink})
+    job.build(t_env, statements, opts, {**spec["connections"], "sink": opts.sink})
     statements.execute()
 
 

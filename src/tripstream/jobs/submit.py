@@ -19,8 +19,11 @@ from typing import Any
 
 from tripstream.config import sensitive_values
 from tripstream.errors import TripstreamError
+from tripstream.jobs.declaration import Declaration
 from tripstream.jobs.migrations import migrate
 from tripstream.jobs.options import JobOptions
+from tripstream.jobs.registry import DeclaredJob, resolve
+from tripstream.jobs.tables import ensure_table, load_zones
 from tripstream.jobs.windows import LATENESS_RULE
 from tripstream.stack import Stack
 from tripstream.stack.flink import rest_get
@@ -75,6 +78,15 @@ def submissions(stack: Stack, name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
+def submitted_jobs(stack: Stack) -> list[str]:
+    """Every job submitted here (built-in or declared), built-ins first."""
+    from tripstream.jobs.registry import ordered
+
+    folder = stack.settings.state_dir / "jobs"
+    names = [p.name.removesuffix(".history") for p in folder.glob("*.history")] if folder.is_dir() else []
+    return ordered([n for n in names if submissions(stack, n)])
+
+
 def _offsets_seen(stack: Stack, opts: JobOptions, restored: bool) -> dict[str, Any]:
     """The records this run will read: start offsets per partition, and the end when bounded.
 
@@ -127,10 +139,17 @@ def check_restorable(stack: Stack, name: str, restore_from: Path) -> None:
                        f"(tripstream submit {name} --startup earliest)")
 
 
-def submit(stack: Stack, opts: JobOptions, timeout: float = 300.0, restore_from: Path | None = None) -> str:
-    """Create the tables, refuse a duplicate, submit (restored when asked), wait until it runs."""
+def submit(stack: Stack, opts: JobOptions, timeout: float = 300.0, restore_from: Path | None = None,
+           declaration: Declaration | None = None, notes: list[str] | None = None) -> str:
+    """Create the tables, refuse a duplicate, submit (restored when asked), wait until it runs.
+
+    ``declaration`` is a declared job's (a built-in declared job's is found by name); what was
+    done to its table is appended to ``notes``.
+    """
     from tripstream.kafka.topics import topic_partitions
 
+    job = resolve(opts.job, opts, declaration.as_dict() if declaration is not None else None)
+    job.check(opts)
     if restore_from is not None:
         check_restorable(stack, opts.job, restore_from)
     running = active_job(stack, opts.job)
@@ -150,9 +169,14 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 300.0, restore_from:
                        "ssl.truststore.location; [kafka.jobs_client] or TRIPSTREAM_KAFKA_JOBS_CLIENT_PROPERTIES)")
     with stack.postgres.connect() as conn:
         migrate(conn)
+        if isinstance(job, DeclaredJob):
+            (notes if notes is not None else []).extend(ensure_table(conn, job.decl))
+            if job.decl.zone_keys:
+                load_zones(conn, _zone_lookup())
     url, user, password = stack.postgres.jdbc()
     spec = {
         "options": opts.as_dict(),
+        **job.as_record(),
         "connections": {
             "kafka_bootstrap": stack.settings.kafka.jobs_bootstrap_servers,
             "kafka_client": kafka.jobs_properties(),
@@ -171,11 +195,23 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 300.0, restore_from:
     finally:
         spec_path.unlink(missing_ok=True)
     with _history(stack, opts.job).open("a") as fh:
-        fh.write(json.dumps({"id": job_id, "at": time.time(), "options": opts.as_dict(), "topic": opts.topic,
+        fh.write(json.dumps({"id": job_id, "at": time.time(), "options": opts.as_dict(), **job.as_record(),
+                             "topic": opts.topic,
                              "offsets": offsets, "lateness_rule": LATENESS_RULE,
                              "restored_from": str(restore_from) if restore_from else None}) + "\n")
     stack.flink.wait_job_state(job_id, {"RUNNING", "FINISHED"}, timeout, starting=True)
     return job_id
+
+
+def _zone_lookup() -> list[tuple[int, str, str, str]]:
+    """The TLC zone lookup (data/taxi_zone_lookup.csv) the zone keys are joined from."""
+    from tripstream.events.zones import ZONE_LOOKUP_NAME, default_zone_lookup_path, load_zones as read_lookup
+
+    path = default_zone_lookup_path()
+    if path is None:
+        raise JobError(f"the job joins zone names, but data/{ZONE_LOOKUP_NAME} is not here: run tripstream from "
+                       f"the project directory")
+    return [tuple(z) for z in read_lookup(path)]
 
 
 def _write_spec(stack: Stack, job: str, spec: dict[str, Any]) -> Path:

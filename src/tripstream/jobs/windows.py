@@ -41,8 +41,8 @@ LATE_KEY = ["job", *KAFKA_COLUMNS]
 WM = "partition_wm"  # the column holding the partition watermark each trip met
 
 
-def timed_view(t_env: Any, opts: JobOptions) -> None:
-    """``trips_timed``: ``trips_src`` with each trip's partition watermark (column ``partition_wm``).
+def timed_view(t_env: Any, opts: JobOptions, source: str = "trips_src", time_field: str = "pickup_at") -> None:
+    """``trips_timed``: ``source`` with each trip's partition watermark (column ``partition_wm``).
 
     The OVER aggregate is keyed by partition and ordered by arrival, which within a partition is
     offset order. In batch mode the input is complete and nothing is late: the column is NULL.
@@ -50,9 +50,9 @@ def timed_view(t_env: Any, opts: JobOptions) -> None:
     if opts.mode == "batch":
         wm = "CAST(NULL AS TIMESTAMP(3))"
     else:
-        wm = (f"MAX(CAST(pickup_at AS TIMESTAMP(3))) OVER (PARTITION BY kafka_topic, kafka_partition "
+        wm = (f"MAX(CAST({time_field} AS TIMESTAMP(3))) OVER (PARTITION BY kafka_topic, kafka_partition "
               f"ORDER BY proc_time ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) - {interval(opts.watermark_ms)}")
-    t_env.execute_sql(f"CREATE TEMPORARY VIEW trips_timed AS SELECT *, {wm} AS {WM} FROM trips_src")
+    t_env.execute_sql(f"CREATE TEMPORARY VIEW trips_timed AS SELECT *, {wm} AS {WM} FROM {source}")
 
 
 def late_when(end_expr: str, lateness_ms: int = 0) -> str:

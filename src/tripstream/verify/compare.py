@@ -19,13 +19,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from psycopg import sql
+
 from tripstream.events.schema import FIELDS, wall_clock_ms
+from tripstream.jobs.tables import read_zones
 from tripstream.jobs.options import JobOptions
 from tripstream.jobs.windows import LATENESS_RULE_TEXT
 from tripstream.stack import Stack
 from tripstream.verify.errors import VerifyError
 from tripstream.verify.payloads import check, ms_to_datetime
-from tripstream.verify.truth import RESULT_TABLES, WINDOWED_JOBS, compute, derive_late, first_window_end
+from tripstream.verify.truth import compute, event_time, event_tuple, job_late
 
 EXAMPLES = 5
 _INF = float("inf")
@@ -87,6 +90,8 @@ class Verdict:
     ok: bool = False
     caught_up: bool = True  # the job's watermark reached what the records it read imply
     lateness: str = ""  # which rule decided lateness
+    unit: str = "windows"  # what one row of the job's table is
+    not_applicable: str = ""  # why a good trip may not count for the job
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -170,23 +175,18 @@ def _read_records(stack: Stack, run: dict[str, Any], opts: JobOptions, file: Pat
     return records, f"topic {opts.topic} [{span}]"
 
 
-def _event_tuple(key: tuple[Any, ...], item: Any) -> tuple[Any, ...]:
-    values = list(item)
-    for name in ("pickup_at", "dropoff_at"):
-        i = FIELDS.index(name)
-        if values[i] is not None:
-            values[i] = wall_clock_ms(datetime.fromisoformat(values[i]))
-    return (*key, *values)
-
-
 def _to_ms(value: Any) -> Any:
     return wall_clock_ms(value) if isinstance(value, datetime) else value
 
 
 def verify(stack: Stack, job: str, file: Path | None = None, now_ms: int | None = None) -> Verdict:
     """Compare ``job``'s table with the batch truth over the records its latest run read."""
+    from tripstream.jobs.registry import resolve
+
     run, opts = _latest_run(stack, job)
-    spec = RESULT_TABLES[job]
+    job_spec = resolve(job, opts, run.get("declaration"))
+    spec = job_spec.result
+    time_at = 3 + FIELDS.index(job_spec.time_field)
     state, watermark = _flink_watermark(stack, run["id"])
     records, source = _read_records(stack, run, opts, file)
     acc = Accounting(records=len(records))
@@ -195,7 +195,7 @@ def verify(stack: Stack, job: str, file: Path | None = None, now_ms: int | None 
     bad_truth: dict[tuple[Any, ...], str] = {}
     for key, item in records:
         if file is not None:
-            events.append(_event_tuple(key, item))
+            events.append(event_tuple(key, item))
             continue
         verdict = check(item, opts.earliest_ms, opts.max_future_ms, now_ms)
         if verdict.reason is None:
@@ -213,7 +213,9 @@ def verify(stack: Stack, job: str, file: Path | None = None, now_ms: int | None 
         late_rows = conn.execute(
             "SELECT kafka_topic, kafka_partition, kafka_offset, event_id, pickup_at, window_end, watermark_at "
             "FROM late_trips WHERE job = %s AND kafka_topic = %s", (job, opts.topic)).fetchall()
-        table_rows = conn.execute(f"SELECT {', '.join(spec.columns)} FROM {spec.table}").fetchall()
+        table_rows = conn.execute(sql.SQL("SELECT {} FROM {}").format(
+            sql.SQL(", ").join(map(sql.Identifier, spec.columns)), sql.Identifier(spec.table))).fetchall()
+        zones = read_zones(conn) if getattr(getattr(job_spec, "decl", None), "zone_keys", ()) else []
 
     # Bad records: exactly the rejected ones, for the same reason.
     bad_pg = {tuple(r[:3]): r[3] for r in bad_rows if file is None and tuple(r[:3]) in in_range}
@@ -233,9 +235,9 @@ def verify(stack: Stack, job: str, file: Path | None = None, now_ms: int | None 
     # late_trips must hold exactly those rows, each with the partition watermark it met. From a
     # file, which has no partitions, each late row must at least be plausible.
     events_by_key = {e[:3]: e for e in events}
-    derived = derive_late(job, opts, events) if file is None else None
-    good_pickups = [e[3 + FIELDS.index("pickup_at")] for e in events]
-    highest_possible = (max(good_pickups) - opts.watermark_ms) if good_pickups else -_INF
+    derived = job_late(job_spec, opts, events, zones) if file is None else None
+    good_times = [t for t in (event_time(e, job_spec.time_field) for e in events) if t is not None]
+    highest_possible = (max(good_times) - opts.watermark_ms) if good_times else -_INF
     late: list[tuple[Any, ...]] = []
     reported: set[tuple[Any, ...]] = set()
     for topic, partition, offset, event_id, pickup_at, window_end, watermark_at in late_rows:
@@ -261,7 +263,7 @@ def verify(stack: Stack, job: str, file: Path | None = None, now_ms: int | None 
             else:
                 late.append((*key, wm))
             continue
-        first_end = first_window_end(job, opts, pickup)
+        first_end = job_spec.first_window_end(opts, event[time_at])
         if first_end - 1 + opts.allowed_lateness_ms > wm:
             acc.late_problems.append(f"record {partition}:{offset} reported late, but its first window "
                                      f"(ending {_show(first_end, True)}) was open at watermark {_show(wm, True)}")
@@ -282,11 +284,13 @@ def verify(stack: Stack, job: str, file: Path | None = None, now_ms: int | None 
     # pickup less the delay, the lowest of those (an idle partition can only push it higher).
     per_partition: dict[int, int] = {}
     for e in events:
-        per_partition[e[1]] = max(per_partition.get(e[1], -(2**62)), e[3 + FIELDS.index("pickup_at")])
+        at = event_time(e, job_spec.time_field)
+        if at is not None:
+            per_partition[e[1]] = max(per_partition.get(e[1], -(2**62)), at)
     reachable = float(min(per_partition.values()) - opts.watermark_ms) if per_partition else -_INF
     if math.isnan(watermark):
         watermark = reachable  # not running and not finished: as if it had read everything
-    if job == "surge":
+    if job_spec.final_windows:
         # Surge writes a window once Flink's watermark has passed it: later ones are still open.
         caught_up = watermark >= reachable
         closed_at = watermark if watermark == _INF else min(watermark, reachable)
@@ -297,11 +301,11 @@ def verify(stack: Stack, job: str, file: Path | None = None, now_ms: int | None 
         caught_up = True
         closed_at = watermark if watermark == _INF else reachable
 
-    truth = compute(job, opts, events, late, closed_at)
+    truth = compute(job_spec, opts, events, late, closed_at, zones)
     acc.counted, acc.pending, acc.not_applicable = truth.counted_records, truth.pending_records, truth.not_applicable
     rows = _compare_rows(spec, truth, table_rows, closed_at)
-    if job in ("tumbling", "sliding", "session"):
-        count_at = spec.columns.index("trips")
+    if job_spec.windowed and job_spec.count_column and not job_spec.final_windows:
+        count_at = spec.columns.index(job_spec.count_column)
         acc.pairs_expected = truth.counted_in_rows
         end_at = spec.columns.index(spec.end)
         acc.pairs_written = sum(r[count_at] for r in table_rows if (wall_clock_ms(r[end_at]) - 1) <= closed_at)
@@ -309,7 +313,8 @@ def verify(stack: Stack, job: str, file: Path | None = None, now_ms: int | None 
                       watermark=("end of input" if watermark == _INF else "none yet" if watermark == -_INF
                                  else _show(int(watermark), True)),
                       source=source, rows=rows, accounting=acc,
-                      lateness=("none: the job has no windows" if job not in WINDOWED_JOBS
+                      unit=job_spec.unit, not_applicable=job_spec.not_applicable,
+                      lateness=("none: the job has no windows" if not job_spec.windowed
                                 else "as the job reported it (a file has no partitions to derive it from)"
                                 if file is not None else LATENESS_RULE_TEXT))
     verdict.ok = rows.ok and acc.ok

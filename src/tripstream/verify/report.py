@@ -8,12 +8,9 @@ from rich.markup import escape
 
 from tripstream.verify.compare import Verdict
 
-_UNITS = {"passthrough": "trips", "anomalies": "alerts", "surge": "alerts", "session": "sessions"}
-
-
 def lines(v: Verdict) -> Iterator[str]:
     a, r = v.accounting, v.rows
-    unit = _UNITS.get(v.job, "windows")
+    unit = v.unit
     mark = "[green]PASS[/]" if v.ok else "[bold red]FAIL[/]"
     yield f"[bold]verify {v.job}[/] -> {v.table}   Flink job {v.flink_job} {v.state}, watermark {v.watermark}"
     yield f"  read {a.records:,} records from {escape(v.source)}"
@@ -25,7 +22,7 @@ def lines(v: Verdict) -> Iterator[str]:
         yield (f"  {'pending in open ' + unit:<24}{a.pending:>12,}"
                + ("" if v.caught_up else "   (the job is still catching up)"))
     if a.not_applicable:
-        yield f"  {'not applicable':<24}{a.not_applicable:>12,}   ({_not_applicable(v.job)})"
+        yield f"  {'not applicable':<24}{a.not_applicable:>12,}   ({escape(v.not_applicable)})"
     ok = "[green]all accounted for[/]" if a.unaccounted == 0 else f"[red]{a.unaccounted:+,} unaccounted[/]"
     yield f"  {'':<24}{a.records:>12,}   {ok}"
     if a.pairs_expected is not None:
@@ -44,6 +41,3 @@ def lines(v: Verdict) -> Iterator[str]:
         yield f"    ... and {more} more"
     yield f"  verdict: {mark}" + (" streaming equals batch, every record accounted for once" if v.ok else "")
 
-
-def _not_applicable(job: str) -> str:
-    return {"session": "no dropoff zone", "anomalies": "no dropoff time"}.get(job, "")

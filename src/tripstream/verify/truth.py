@@ -13,53 +13,21 @@ All times are epoch milliseconds of the wall-clock read as UTC, as in Flink's TI
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from tripstream.events.schema import FIELDS, field_kind
-from tripstream.jobs.anomalies import rule_case
+from tripstream.events.schema import FIELDS, field_kind, wall_clock_ms
+from tripstream.jobs.declaration import MAX_TRIP_MS, ZONE_KEYS, Aggregate, Declaration
 from tripstream.jobs.options import JobOptions
+from tripstream.jobs.tables import declared_table
 
 # Columns of the events relation: the Kafka coordinates, then every trip field.
 EVENT_COLUMNS: tuple[str, ...] = ("kafka_topic", "kafka_partition", "kafka_offset", *FIELDS)
-TIME_FIELDS = ("pickup_at", "dropoff_at")
-
-
-@dataclass(frozen=True)
-class ResultTable:
-    """Where a job writes and how its rows are keyed; ``times`` lists the timestamp columns."""
-
-    table: str
-    key: tuple[str, ...]
-    values: tuple[str, ...]
-    times: tuple[str, ...]
-    end: str | None  # the column whose value - 1 ms must be behind the watermark for a closed row
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return self.key + self.values
-
-
-RESULT_TABLES: dict[str, ResultTable] = {
-    "passthrough": ResultTable("trips", ("event_id",), tuple(f for f in FIELDS if f != "event_id"),
-                               TIME_FIELDS, None),
-    "tumbling": ResultTable("tumbling_zone_stats", ("window_start", "pu_location_id"),
-                            ("window_end", "trips", "revenue", "tips", "avg_distance"),
-                            ("window_start", "window_end"), "window_end"),
-    "sliding": ResultTable("sliding_zone_stats", ("window_start", "window_end", "pu_location_id"),
-                           ("trips", "revenue"), ("window_start", "window_end"), "window_end"),
-    "session": ResultTable("pair_sessions", ("pu_location_id", "do_location_id", "session_start"),
-                           ("session_end", "trips"), ("session_start", "session_end"), "session_end"),
-    "surge": ResultTable("surge_alerts", ("window_start", "pu_location_id"),
-                         ("window_end", "trips", "baseline", "ratio"), ("window_start", "window_end"), "window_end"),
-    "anomalies": ResultTable("trip_anomalies", ("event_id",),
-                             ("rule", "pickup_at", "pu_location_id", "trip_distance", "fare_amount", "duration_s",
-                              "speed_mph"), ("pickup_at",), None),
-}
 
 
 @dataclass
@@ -76,43 +44,79 @@ class Truth:
     counted_in_rows: int  # sum of the count column over closed rows (record-window pairs)
 
 
-def first_window_end(job: str, opts: JobOptions, pickup_ms: int) -> int:
-    """The end of the earliest window the trip belongs to (the first one to close)."""
-    if job == "session":
-        return pickup_ms + opts.gap_ms
-    if job in ("sliding", "surge"):
-        last_start = pickup_ms // opts.slide_ms * opts.slide_ms
-        return last_start - (opts.window_ms - opts.slide_ms) + opts.window_ms
-    return pickup_ms // opts.window_ms * opts.window_ms + opts.window_ms
+def late_by_partition(events: Sequence[tuple[Any, ...]], time_at: int, delay_ms: int, lateness_ms: int,
+                      first_end: Callable[[int], int], applies: Callable[[tuple[Any, ...]], bool] | None = None,
+                      usable: Callable[[tuple[Any, ...]], bool] | None = None) -> dict[tuple[Any, ...], int]:
+    """The lateness rule (:mod:`tripstream.jobs.windows`): the records that are late, with the
+    partition watermark each met (ms).
 
-
-WINDOWED_JOBS = ("tumbling", "sliding", "session", "surge")
-
-
-def derive_late(job: str, opts: JobOptions, events: Sequence[tuple[Any, ...]]) -> dict[tuple[Any, ...], int]:
-    """The records ``job`` must report late, with the partition watermark each met (ms).
-
-    A record meets the highest pickup read in its partition up to and including it, less the
-    watermark delay; it is late when its first window's end - 1 ms + the allowed lateness is at or
-    behind that (sessions: its own gap window). Bounded-mode (batch) jobs see nothing late.
+    Records are taken per partition in offset order; each meets the highest event time (tuple
+    index ``time_at``) read in its partition so far, itself included, less ``delay_ms``. A record
+    the job counts (``applies``) is late when its first window's end - 1 ms + ``lateness_ms`` is at
+    or behind that. A record whose event time is not ``usable`` (a dropoff that is no time) does
+    not move the watermark.
     """
-    if job not in WINDOWED_JOBS or opts.mode == "batch":
-        return {}
-    at, dropoff_zone = 3 + FIELDS.index("pickup_at"), 3 + FIELDS.index("do_location_id")
     highest: dict[tuple[str, int], int] = {}
     late: dict[tuple[Any, ...], int] = {}
     for e in sorted(events, key=lambda e: (e[0], e[1], e[2])):
         part = (e[0], e[1])
-        highest[part] = max(highest.get(part, e[at]), e[at])
-        watermark = highest[part] - opts.watermark_ms
-        if job == "session" and e[dropoff_zone] is None:
-            continue  # no pair, no session: not applicable rather than late
-        if first_window_end(job, opts, e[at]) - 1 + opts.allowed_lateness_ms <= watermark:
+        if usable is None or usable(e):
+            highest[part] = max(highest.get(part, e[time_at]), e[time_at])
+        if part not in highest or (applies is not None and not applies(e)):
+            continue
+        watermark = highest[part] - delay_ms
+        if first_end(e[time_at]) - 1 + lateness_ms <= watermark:
             late[e[:3]] = watermark
     return late
 
 
-def _connect(events: Sequence[tuple[Any, ...]], late: Sequence[tuple[Any, ...]]) -> duckdb.DuckDBPyConnection:
+def event_tuple(key: tuple[Any, ...], event: Any) -> tuple[Any, ...]:
+    """An events-relation tuple from a record's (topic, partition, offset) and a TripEvent."""
+    values = list(event)
+    for name in ("pickup_at", "dropoff_at"):
+        i = FIELDS.index(name)
+        if values[i] is not None:
+            values[i] = wall_clock_ms(datetime.fromisoformat(values[i]))
+    return (*key, *values)
+
+
+def event_time(e: tuple[Any, ...], time_field: str) -> int | None:
+    """A record's event time in ms (an EVENT_COLUMNS tuple): its pickup, or its dropoff when that
+    is a usable time (not before the pickup, at most MAX_TRIP_MS after); else None."""
+    at = e[3 + FIELDS.index(time_field)]
+    if at is None or time_field == "pickup_at":
+        return at
+    pickup = e[3 + FIELDS.index("pickup_at")]
+    return at if 0 <= at - pickup <= MAX_TRIP_MS else None
+
+
+def job_late(spec: Any, opts: JobOptions, events: Sequence[tuple[Any, ...]],
+             zones: Sequence[tuple[Any, ...]] = ()) -> dict[tuple[Any, ...], int]:
+    """The records ``spec``'s job must report late (bounded-mode jobs and jobs without windows
+    see nothing late)."""
+    if not spec.windowed or opts.mode == "batch":
+        return {}
+    time_at = 3 + FIELDS.index(spec.time_field)
+    con = _connect(events, [], zones)
+    try:
+        applicable = spec.applicable(con)
+    finally:
+        con.close()
+    return late_by_partition(events, time_at, opts.watermark_ms, opts.allowed_lateness_ms,
+                             lambda t: spec.first_window_end(opts, t),
+                             None if applicable is None else (lambda e: e[:3] in applicable),
+                             lambda e: event_time(e, spec.time_field) is not None)
+
+
+def derive_late(job: str, opts: JobOptions, events: Sequence[tuple[Any, ...]]) -> dict[tuple[Any, ...], int]:
+    """The records the built-in ``job`` run with ``opts`` must report late (see :func:`job_late`)."""
+    from tripstream.jobs.registry import resolve
+
+    return job_late(resolve(job, opts), opts, events)
+
+
+def _connect(events: Sequence[tuple[Any, ...]], late: Sequence[tuple[Any, ...]],
+             zones: Sequence[tuple[Any, ...]] = ()) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     columns = list(zip(*events)) if events else [[] for _ in EVENT_COLUMNS]
     kinds = {"kafka_topic": pa.string(), "kafka_partition": pa.int32(), "kafka_offset": pa.int64()}
@@ -125,8 +129,12 @@ def _connect(events: Sequence[tuple[Any, ...]], late: Sequence[tuple[Any, ...]])
                    "kafka_partition": pa.array(late_cols[1], pa.int32()),
                    "kafka_offset": pa.array(late_cols[2], pa.int64()),
                    "watermark_ms": pa.array(late_cols[3], pa.int64())})
+    zone_cols = list(zip(*zones)) if zones else [[], [], [], []]
+    zt = pa.table({"location_id": pa.array(zone_cols[0], pa.int32()), "borough": pa.array(zone_cols[1], pa.string()),
+                   "zone": pa.array(zone_cols[2], pa.string()), "service_zone": pa.array(zone_cols[3], pa.string())})
     con.register("ev_arrow", ev)
     con.register("late_arrow", lt)
+    con.register("zones", zt)
     # Each event with the watermark it met when the job reported it late (NULL: on time).
     con.execute("""CREATE TEMP TABLE ev AS
                    SELECT e.*, l.watermark_ms FROM ev_arrow e
@@ -138,138 +146,154 @@ def _closed(end_ms: Any, watermark_ms: float) -> bool:
     return end_ms is not None and end_ms - 1 <= watermark_ms
 
 
-def compute(job: str, opts: JobOptions, events: Sequence[tuple[Any, ...]], late: Sequence[tuple[Any, ...]],
-            watermark_ms: float) -> Truth:
-    """The truth of ``job`` over ``events`` (tuples in EVENT_COLUMNS order) given its ``late``
-    records ((topic, partition, offset, watermark ms)), with windows closed up to ``watermark_ms``."""
-    con = _connect(events, late)
+def compute(spec: Any, opts: JobOptions, events: Sequence[tuple[Any, ...]], late: Sequence[tuple[Any, ...]],
+            watermark_ms: float, zones: Sequence[tuple[Any, ...]] = ()) -> Truth:
+    """The truth of the job ``spec`` over ``events`` (tuples in EVENT_COLUMNS order) given its
+    ``late`` records ((topic, partition, offset, watermark ms)), with windows closed up to
+    ``watermark_ms``; ``zones`` is the zone lookup the job joined."""
+    con = _connect(events, late, zones)
     try:
-        return _JOBS[job](con, opts, watermark_ms)
+        return spec.truth(con, opts, watermark_ms)
     finally:
         con.close()
 
 
-def _windowed(con: duckdb.DuckDBPyConnection, sql: str, watermark_ms: float, count_index: int,
-              end_index: int) -> tuple[list[tuple[Any, ...]], list[int], int]:
+def windowed_rows(con: duckdb.DuckDBPyConnection, sql: str, watermark_ms: float, count_index: int | None,
+                  end_index: int) -> tuple[list[tuple[Any, ...]], list[int], int]:
+    """The truth's rows, their ends, and the count column summed over the closed ones."""
     rows = con.execute(sql).fetchall()
     ends = [r[end_index] for r in rows]
-    counted = sum(r[count_index] for r, end in zip(rows, ends) if _closed(end, watermark_ms))
+    counted = 0 if count_index is None else \
+        sum(r[count_index] for r, end in zip(rows, ends) if _closed(end, watermark_ms))
     return rows, ends, counted
 
 
-def _record_split(con: duckdb.DuckDBPyConnection, last_end_sql: str, where: str, watermark_ms: float) -> tuple[int, int]:
+def record_split(con: duckdb.DuckDBPyConnection, last_end_sql: str, watermark_ms: float,
+                 relation: str = "ev") -> tuple[int, int]:
     """(counted, pending) on-time records: pending while the last window holding them is open."""
     wm = f"'{float(watermark_ms)!r}'::DOUBLE"  # 'inf' and '-inf' included
     counted, pending = con.execute(
         f"SELECT count(*) FILTER (WHERE ({last_end_sql}) - 1 <= {wm}), count(*) FILTER (WHERE ({last_end_sql}) - 1 > {wm}) "
-        f"FROM ev WHERE watermark_ms IS NULL AND {where}").fetchone()
+        f"FROM {relation} WHERE watermark_ms IS NULL").fetchone()
     return int(counted), int(pending)
 
 
-def _tumbling(con: duckdb.DuckDBPyConnection, opts: JobOptions, watermark_ms: float) -> Truth:
-    size = opts.window_ms
-    rows, ends, counted_rows = _windowed(con, f"""
-        SELECT pickup_at // {size} * {size} AS ws, pu_location_id, pickup_at // {size} * {size} + {size} AS we,
-               count(*), sum(total_amount), sum(tip_amount), avg(trip_distance)
-        FROM ev WHERE watermark_ms IS NULL GROUP BY ALL ORDER BY 1, 2""", watermark_ms, 3, 2)
-    counted, pending = _record_split(con, f"pickup_at // {size} * {size} + {size}", "true", watermark_ms)
-    return Truth(rows, ends, counted, pending, 0, counted_rows)
-
-
-def _hop_pairs(opts: JobOptions) -> str:
-    """Every (event, window) pair of a sliding window, with ``late`` when the job reported the
-    event late for that window: the window's end - 1 ms + lateness was behind its watermark."""
-    size, slide, lateness = opts.window_ms, opts.slide_ms, opts.allowed_lateness_ms
+def hop_pairs_sql(relation: str, time: str, size: int, slide: int, lateness: int) -> str:
+    """Every (event, window) pair of a hopping window over ``relation``, with ``late`` when the job
+    reported the event late for that window: the window's end - 1 ms + lateness was behind its
+    watermark."""
     return f"""
-        SELECT ev.*, ws, ws + {size} AS we,
+        SELECT r.*, ws, ws + {size} AS we,
                coalesce(ws + {size} - 1 + {lateness} <= watermark_ms, false) AS late
-        FROM ev, (SELECT unnest(range(pickup_at // {slide} * {slide} - {size - slide},
-                                      pickup_at // {slide} * {slide} + 1, {slide})) AS ws)
-        WHERE ws <= pickup_at AND pickup_at < ws + {size}"""
+        FROM {relation} r, (SELECT unnest(range(r.{time} // {slide} * {slide} - {size - slide},
+                                                r.{time} // {slide} * {slide} + 1, {slide})) AS ws)
+        WHERE ws <= r.{time} AND r.{time} < ws + {size}"""
 
 
-def _sliding(con: duckdb.DuckDBPyConnection, opts: JobOptions, watermark_ms: float) -> Truth:
-    rows, ends, counted_rows = _windowed(con, f"""
-        SELECT ws, we, pu_location_id, count(*), sum(total_amount)
-        FROM ({_hop_pairs(opts)}) WHERE NOT late GROUP BY ALL ORDER BY 1, 3""", watermark_ms, 3, 1)
-    last_end = f"pickup_at // {opts.slide_ms} * {opts.slide_ms} + {opts.window_ms}"
-    counted, pending = _record_split(con, last_end, "true", watermark_ms)
-    return Truth(rows, ends, counted, pending, 0, counted_rows)
+# --- declared jobs ---------------------------------------------------------------------------
 
 
-def _session(con: duckdb.DuckDBPyConnection, opts: JobOptions, watermark_ms: float) -> Truth:
-    gap = opts.gap_ms
-    # Flink merges session windows that touch: a trip exactly ``gap`` after the previous one
-    # continues the session, so a new one starts only when the gap is exceeded. Both windows
-    # order by the record too: trips with the same pickup (a duplicate) must not swap places.
-    rows, ends, counted_rows = _windowed(con, f"""
+def applicable_sql(decl: Declaration) -> str:
+    """The events a declared job counts, with the zone names it uses and ``event_at``, its event time."""
+    from tripstream.jobs.declared import applicable_conditions
+
+    joins, columns = [], []
+    sides = {ZONE_KEYS[k][0] for k in decl.zone_keys}
+    for zone_field, alias in (("pu_location_id", "pz"), ("do_location_id", "dz")):
+        if zone_field in sides:
+            joins.append(f"LEFT JOIN zones {alias} ON {alias}.location_id = e.{zone_field}")
+    for name in decl.zone_keys:
+        zone_field, column = ZONE_KEYS[name]
+        columns.append(f", {'pz' if zone_field == 'pu_location_id' else 'dz'}.{column} AS {name}")
+    where = " AND ".join(applicable_conditions(decl, "duckdb")) or "true"
+    return (f"SELECT * FROM (SELECT e.*{''.join(columns)}, e.{decl.time_field} AS event_at FROM ev e "
+            f"{' '.join(joins)}) WHERE {where}")
+
+
+def applicable_records(con: duckdb.DuckDBPyConnection, decl: Declaration) -> set[tuple[Any, ...]]:
+    rows = con.execute(f"SELECT kafka_topic, kafka_partition, kafka_offset FROM ({applicable_sql(decl)})").fetchall()
+    return {tuple(r) for r in rows}
+
+
+def _aggregate_sql(agg: Aggregate) -> str:
+    if agg.function == "count":
+        return "count(*)"
+    if agg.function == "count_distinct":
+        return f"count(DISTINCT {agg.column})"
+    return f"{agg.function}({agg.column})"
+
+
+def declared_sql(decl: Declaration) -> str:
+    """The truth query of a declared job over ``app`` (:func:`applicable_sql`, late records
+    marked by ``watermark_ms``): its rows in the result table's column order, times in epoch ms."""
+    table = declared_table(decl)
+    window = decl.window
+    keys = list(decl.keys)
+    measures = {a.name: _aggregate_sql(a) for a in decl.aggregates}
+    if window.kind == "session":
+        gap = window.gap_ms
+        key_list = ", ".join(keys)
+        order = "event_at, kafka_topic, kafka_partition, kafka_offset"
+        exprs = {**{k: k for k in keys}, "session_start": "min(event_at)", "session_end": f"max(event_at) + {gap}",
+                 **measures}
+        # Flink merges session windows that touch: a trip exactly ``gap`` after the previous one
+        # continues the session. Both windows order by the record too, so equal times keep their order.
+        return f"""
         WITH ordered AS (
-            SELECT pu_location_id, do_location_id, pickup_at, kafka_topic, kafka_partition, kafka_offset,
-                   coalesce(pickup_at - lag(pickup_at) OVER w > {gap}, true) AS starts
-            FROM ev WHERE watermark_ms IS NULL AND do_location_id IS NOT NULL
-            WINDOW w AS (PARTITION BY pu_location_id, do_location_id
-                         ORDER BY pickup_at, kafka_topic, kafka_partition, kafka_offset)),
+            SELECT *, coalesce(event_at - lag(event_at) OVER w > {gap}, true) AS starts
+            FROM app WHERE watermark_ms IS NULL
+            WINDOW w AS (PARTITION BY {key_list} ORDER BY {order})),
         numbered AS (
-            SELECT *, sum(starts::INT) OVER (PARTITION BY pu_location_id, do_location_id
-                                             ORDER BY pickup_at, kafka_topic, kafka_partition, kafka_offset
+            SELECT *, sum(starts::INT) OVER (PARTITION BY {key_list} ORDER BY {order}
                                              ROWS UNBOUNDED PRECEDING) AS session_no
             FROM ordered)
-        SELECT pu_location_id, do_location_id, min(pickup_at), max(pickup_at) + {gap}, count(*)
-        FROM numbered GROUP BY pu_location_id, do_location_id, session_no ORDER BY 1, 2, 3""",
-                                         watermark_ms, 4, 3)
-    counted = counted_rows
-    total_on_time = con.execute(
-        "SELECT count(*) FROM ev WHERE watermark_ms IS NULL AND do_location_id IS NOT NULL").fetchone()[0]
-    not_applicable = con.execute("SELECT count(*) FROM ev WHERE do_location_id IS NULL").fetchone()[0]
-    return Truth(rows, ends, counted, int(total_on_time) - counted, int(not_applicable), counted_rows)
+        SELECT {', '.join(exprs[c] for c in table.columns)}
+        FROM numbered GROUP BY {key_list}, session_no ORDER BY ALL"""
+    if window.kind == "none":
+        exprs = {"scope": "'all'", **{k: k for k in keys}, **measures}
+        group = f"GROUP BY {', '.join(keys)}" if keys else ""
+        return f"SELECT {', '.join(exprs[c] for c in table.columns)} FROM app {group} ORDER BY ALL"
+    if window.kind == "tumbling":
+        size = window.size_ms
+        pairs = (f"SELECT *, event_at // {size} * {size} AS ws, event_at // {size} * {size} + {size} AS we, "
+                 f"watermark_ms IS NOT NULL AS late FROM app")
+    elif window.kind == "hopping":
+        pairs = hop_pairs_sql("app", "event_at", window.size_ms, window.slide_ms, decl.allowed_lateness_ms)
+    else:
+        size, step = window.size_ms, window.step_ms
+        pairs = f"""
+        SELECT a.*, a.event_at // {size} * {size} AS ws, we,
+               coalesce(we - 1 + {decl.allowed_lateness_ms} <= watermark_ms, false) AS late
+        FROM app a, (SELECT unnest(range(a.event_at // {size} * {size} + {step},
+                                         a.event_at // {size} * {size} + {size} + 1, {step})) AS we)
+        WHERE a.event_at < we"""
+    exprs = {"window_start": "ws", "window_end": "we", **{k: k for k in keys}, **measures}
+    return (f"SELECT {', '.join(exprs[c] for c in table.columns)} FROM ({pairs}) WHERE NOT late "
+            f"GROUP BY ws, we{''.join(', ' + k for k in keys)} ORDER BY ALL")
 
 
-def _surge(con: duckdb.DuckDBPyConnection, opts: JobOptions, watermark_ms: float) -> Truth:
-    n = opts.surge_baseline_windows
-    windows = f"""
-        SELECT ws, we, pu_location_id, count(*) AS trips
-        FROM ({_hop_pairs(opts)}) WHERE NOT late GROUP BY ALL"""
-    rows = con.execute(f"""
-        WITH w AS ({windows}),
-        b AS (SELECT *, sum(trips) OVER p - trips AS prev_trips, count(*) OVER p - 1 AS prev_windows
-              FROM w WINDOW p AS (PARTITION BY pu_location_id ORDER BY ws
-                                  ROWS BETWEEN {n} PRECEDING AND CURRENT ROW))
-        SELECT ws, pu_location_id, we, trips, prev_trips / prev_windows, trips / (prev_trips / prev_windows)
-        FROM b WHERE prev_windows > 0 AND trips >= {opts.surge_min_trips}
-          AND trips >= {opts.surge_ratio} * prev_trips / prev_windows
-        ORDER BY 1, 2""").fetchall()
-    ends = [r[2] for r in rows]
-    last_end = f"pickup_at // {opts.slide_ms} * {opts.slide_ms} + {opts.window_ms}"
-    counted, pending = _record_split(con, last_end, "true", watermark_ms)
-    return Truth(rows, ends, counted, pending, 0, 0)
-
-
-def _anomalies(con: duckdb.DuckDBPyConnection, opts: JobOptions, watermark_ms: float) -> Truth:  # noqa: ARG001
-    rows = con.execute(f"""
-        WITH m AS (
-            SELECT event_id, pickup_at, pu_location_id, trip_distance, fare_amount,
-                   trunc((dropoff_at - pickup_at) / 1000)::BIGINT AS duration_s
-            FROM ev WHERE dropoff_at IS NOT NULL),
-        s AS (SELECT *, CASE WHEN duration_s > 0 THEN trip_distance * 3600.0 / duration_s END AS speed_mph FROM m),
-        r AS (SELECT *, {rule_case()} AS rule FROM s)
-        SELECT event_id, rule, pickup_at, pu_location_id, trip_distance, fare_amount, duration_s, speed_mph
-        FROM r WHERE rule IS NOT NULL ORDER BY 1""").fetchall()
-    evaluated, skipped = con.execute(
-        "SELECT count(*) FILTER (WHERE dropoff_at IS NOT NULL), count(*) FILTER (WHERE dropoff_at IS NULL) "
-        "FROM ev").fetchone()
-    return Truth(rows, [None] * len(rows), int(evaluated), 0, int(skipped), 0)
-
-
-def _passthrough(con: duckdb.DuckDBPyConnection, opts: JobOptions, watermark_ms: float) -> Truth:  # noqa: ARG001
-    # One row per event_id; when a trip was sent twice, the copy read last wins (the upsert).
-    fields = ", ".join(f for f in FIELDS if f != "event_id")
-    rows = con.execute(f"""
-        SELECT event_id, {fields} FROM (
-            SELECT *, row_number() OVER (PARTITION BY event_id ORDER BY kafka_partition DESC, kafka_offset DESC) AS n
-            FROM ev) WHERE n = 1 ORDER BY 1""").fetchall()
-    total = con.execute("SELECT count(*) FROM ev").fetchone()[0]
-    return Truth(rows, [None] * len(rows), int(total), 0, 0, 0)
-
-
-_JOBS = {"tumbling": _tumbling, "sliding": _sliding, "session": _session, "surge": _surge,
-         "anomalies": _anomalies, "passthrough": _passthrough}
+def declared_truth(con: duckdb.DuckDBPyConnection, decl: Declaration, watermark_ms: float) -> Truth:
+    """The truth of a declared job (see :func:`declared_sql`) and its record accounting."""
+    table = declared_table(decl)
+    con.execute(f"CREATE TEMP TABLE app AS {applicable_sql(decl)}")
+    count_index = table.columns.index(decl.count_column) if decl.count_column else None
+    end_index = table.columns.index(table.end) if table.end else None
+    sql = declared_sql(decl)
+    if end_index is None:
+        rows = con.execute(sql).fetchall()
+        ends: list[int | None] = [None] * len(rows)
+        counted, pending = record_split(con, "-1e300", watermark_ms, "app")
+        counted_in_rows = 0
+    else:
+        rows, ends, counted_in_rows = windowed_rows(con, sql, watermark_ms, count_index, end_index)
+        window = decl.window
+        if window.kind == "session":
+            on_time = con.execute("SELECT count(*) FROM app WHERE watermark_ms IS NULL").fetchone()[0]
+            closed = sum(r[table.columns.index(decl.count_column)] for r, e in zip(rows, ends)
+                         if _closed(e, watermark_ms)) if decl.count_column else 0
+            counted, pending = closed, int(on_time) - closed
+        else:
+            unit = window.slide_ms if window.kind == "hopping" else window.size_ms
+            counted, pending = record_split(con, f"event_at // {unit} * {unit} + {window.size_ms}", watermark_ms, "app")
+    total, applicable = con.execute("SELECT (SELECT count(*) FROM ev), (SELECT count(*) FROM app)").fetchone()
+    return Truth(rows, ends, counted, pending, int(total) - int(applicable), counted_in_rows)

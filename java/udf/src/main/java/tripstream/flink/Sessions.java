@@ -30,7 +30,8 @@ import org.apache.flink.types.RowKind;
  * extends one (update) or joins two (an update, and a delete of the absorbed one).
  *
  * <p>Sessions are Flink's: a trip at t opens the window [t, t + gap), and windows that overlap or
- * touch are one session, so a trip exactly {@code gap} after the last one continues it. Rows are
+ * touch are one session, so a trip exactly {@code gap} after the last one continues it. The input
+ * names its event time {@code event_at} (a pickup or a dropoff, as a plain TIMESTAMP(3)). Rows are
  * (session_start, session_end = last trip + gap, trips), after the PARTITION BY columns.
  */
 @DataTypeHint("ROW<session_start TIMESTAMP(3), session_end TIMESTAMP(3), trips BIGINT>")
@@ -48,9 +49,9 @@ public class Sessions extends ProcessTableFunction<Row> implements ChangelogFunc
             @ArgumentHint(value = ArgumentTrait.SET_SEMANTIC_TABLE, name = "input") Row trip,
             @ArgumentHint(value = ArgumentTrait.SCALAR, name = "gap_ms") Long gapMs)
             throws Exception {
-        LocalDateTime pickup = trip.getFieldAs("pickup_at");
+        LocalDateTime eventAt = trip.getFieldAs("event_at");
         long gap = gapMs;
-        long at = pickup.toInstant(ZoneOffset.UTC).toEpochMilli();
+        long at = eventAt.toInstant(ZoneOffset.UTC).toEpochMilli();
         Session joined = new Session();
         joined.first = at;
         joined.last = at;

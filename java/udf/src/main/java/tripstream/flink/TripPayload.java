@@ -49,6 +49,13 @@ final class TripPayload {
     static final int RAW_LIMIT = 4096;
 
     /**
+     * The longest trip whose dropoff can serve as event time: a dropoff before the pickup, or more
+     * than a day after it, is a recording error and would drag a dropoff-time watermark along.
+     * Mirrored by {@code tripstream.jobs.declaration.MAX_TRIP_MS}.
+     */
+    static final long MAX_TRIP_MS = 86_400_000L;
+
+    /**
      * The longest text field, in characters (code points). PostgreSQL's btree index refuses a key
      * over about 2.7 kB: a longer event_id would fail the sink on every retry, forever.
      */
@@ -67,6 +74,8 @@ final class TripPayload {
     private final long maxFutureMs;
     final Row row;
     final LocalDateTime eventTime;
+    /** The dropoff when it is a usable event time (see {@link #MAX_TRIP_MS}), else {@link #NO_TIME}. */
+    final LocalDateTime dropoffTime;
 
     private TripPayload(byte[] payload, long earliestMs, long maxFutureMs) {
         // A copy: the memo must not see a buffer its caller later reuses for another record.
@@ -80,8 +89,10 @@ final class TripPayload {
             values[FIELDS.length] = reason;
             values[FIELDS.length + 1] = rawText(payload);
             eventTime = NO_TIME;
+            dropoffTime = NO_TIME;
         } else {
             eventTime = (LocalDateTime) values[3];
+            dropoffTime = usableDropoff(eventTime, (LocalDateTime) values[4]);
         }
         row = Row.of(values);
     }
@@ -168,6 +179,14 @@ final class TripPayload {
             return "pickup_at: too far in the future";
         }
         return null;
+    }
+
+    private static LocalDateTime usableDropoff(LocalDateTime pickup, LocalDateTime dropoff) {
+        if (dropoff == null) {
+            return NO_TIME;
+        }
+        long trip = dropoff.toInstant(ZoneOffset.UTC).toEpochMilli() - pickup.toInstant(ZoneOffset.UTC).toEpochMilli();
+        return trip >= 0 && trip <= MAX_TRIP_MS ? dropoff : NO_TIME;
     }
 
     private static Integer toInt(JsonNode node) {

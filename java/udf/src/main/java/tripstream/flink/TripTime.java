@@ -6,13 +6,22 @@ import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.functions.ScalarFunction;
 
 /**
- * {@code TRIP_TIME(payload, earliest_ms, max_future_ms)}: the event time for the source's watermark.
+ * {@code TRIP_TIME(payload, earliest_ms, max_future_ms [, 'dropoff_at'])}: the event time for the
+ * source's watermark.
  *
- * <p>A good trip's pickup time; for a bad record 1970-01-01, never null (a null rowtime fails the
- * job) and never ahead of anything, so an absurd timestamp cannot drag the watermark forward.
+ * <p>A good trip's pickup time (or, asked for, its dropoff when usable: see
+ * {@code TripPayload.MAX_TRIP_MS}); for a bad record, or a trip without a usable dropoff,
+ * 1970-01-01: never null (a null rowtime fails the job) and never ahead of anything, so an absurd
+ * timestamp cannot drag the watermark forward. Jobs leave such trips out as not applicable.
  */
 public class TripTime extends ScalarFunction {
     public @DataTypeHint("TIMESTAMP(3)") LocalDateTime eval(byte[] payload, Long earliestMs, Long maxFutureMs) {
         return TripPayload.of(payload, earliestMs, maxFutureMs).eventTime;
+    }
+
+    public @DataTypeHint("TIMESTAMP(3)") LocalDateTime eval(byte[] payload, Long earliestMs, Long maxFutureMs,
+                                                            String field) {
+        TripPayload trip = TripPayload.of(payload, earliestMs, maxFutureMs);
+        return "dropoff_at".equals(field) ? trip.dropoffTime : trip.eventTime;
     }
 }
