@@ -13,7 +13,7 @@ All times are epoch milliseconds of the wall-clock read as UTC, as in Flink's TI
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,17 +99,25 @@ def derive_late(job: str, opts: JobOptions, events: Sequence[tuple[Any, ...]]) -
     if job not in WINDOWED_JOBS or opts.mode == "batch":
         return {}
     at, dropoff_zone = 3 + FIELDS.index("pickup_at"), 3 + FIELDS.index("do_location_id")
-    highest: dict[tuple[str, int], int] = {}
     late: dict[tuple[Any, ...], int] = {}
-    for e in sorted(events, key=lambda e: (e[0], e[1], e[2])):
-        part = (e[0], e[1])
-        highest[part] = max(highest.get(part, e[at]), e[at])
-        watermark = highest[part] - opts.watermark_ms
+    for e, watermark in partition_watermarks(events, opts.watermark_ms):
         if job == "session" and e[dropoff_zone] is None:
             continue  # no pair, no session: not applicable rather than late
         if first_window_end(job, opts, e[at]) - 1 + opts.allowed_lateness_ms <= watermark:
             late[e[:3]] = watermark
     return late
+
+
+def partition_watermarks(events: Sequence[tuple[Any, ...]], watermark_ms: int
+                         ) -> Iterator[tuple[tuple[Any, ...], int]]:
+    """Every record, partition by partition in offset order, with the partition watermark it
+    meets (ms): the highest pickup read in its partition up to and including it, less the delay."""
+    at = 3 + FIELDS.index("pickup_at")
+    highest: dict[tuple[str, int], int] = {}
+    for e in sorted(events, key=lambda e: (e[0], e[1], e[2])):
+        part = (e[0], e[1])
+        highest[part] = max(highest.get(part, e[at]), e[at])
+        yield e, highest[part] - watermark_ms
 
 
 def _connect(events: Sequence[tuple[Any, ...]], late: Sequence[tuple[Any, ...]]) -> duckdb.DuckDBPyConnection:
