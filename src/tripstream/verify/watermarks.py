@@ -306,16 +306,21 @@ def write_plot(exploration: Exploration, path: Path) -> int:
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
     drawn = [r for r in exploration.results if r.latency_p50_ms is not None]
-    for r in drawn:
-        x, x95, y = r.latency_p50_ms / 1000, (r.latency_p95_ms or 0) / 1000, 100 * r.completeness
-        ax.plot([x, x95], [y, y], color="tab:blue", alpha=0.35, linewidth=2)
+    longest = max((r.latency_p95_ms or 0.0 for r in drawn), default=0.0)
+    unit, size = next((u, n) for u, n in (("s", 1000), ("min", 60_000), ("h", 3_600_000))
+                      if longest < 300 * n or u == "h")
+    for i, r in enumerate(drawn):
+        x, y = (r.latency_p50_ms or 0.0) / size, 100 * r.completeness
+        ax.plot([x, (r.latency_p95_ms or 0.0) / size], [y, y], color="tab:blue", alpha=0.35, linewidth=2)
         ax.plot([x], [y], "o", color="tab:blue")
-        ax.annotate(show_duration(r.delay_ms), (x, y), textcoords="offset points", xytext=(6, 6))
+        # Alternate the labels' sides: close delays often land on nearly the same point.
+        ax.annotate(show_duration(r.delay_ms), (x, y), textcoords="offset points",
+                    xytext=(6, 6) if i % 2 == 0 else (-6, -12), ha="left" if i % 2 == 0 else "right")
     if len(drawn) > 1:
-        ax.plot([r.latency_p50_ms / 1000 for r in drawn], [100 * r.completeness for r in drawn],
+        ax.plot([(r.latency_p50_ms or 0.0) / size for r in drawn], [100 * r.completeness for r in drawn],
                 color="tab:blue", alpha=0.5, linestyle=":")
     s = exploration.settings
-    ax.set_xlabel("added result latency, event-time seconds (dot: median, line to p95)")
+    ax.set_xlabel(f"added result latency in event time, {unit} (dot: median, line to p95)")
     ax.set_ylabel("completeness: trips on time (%)")
     ax.set_title(f"Watermark delays: {Path(exploration.source).name}, {s.order} order, "
                  f"{show_duration(s.window_ms)} windows, {s.partitions} partitions", fontsize=10)
