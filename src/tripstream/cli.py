@@ -512,6 +512,68 @@ def verify(
         raise typer.Exit(1)
 
 
+@app.command()
+def watermarks(
+    file: Annotated[Path, typer.Argument(help="A TLC trip file: parquet, csv or csv.gz (green or yellow).")],
+    delays: Annotated[str, typer.Option(help="Watermark delays to compare, comma-separated.")] = "0s,5s,15s,1min,5min",
+    order: Annotated[str, typer.Option(help="As produce would send it: file or event-time.")] = "file",
+    window: Annotated[str, typer.Option(help="Tumbling window size, as the tumbling job's --window.")] = "5min",
+    partitions: Annotated[int, typer.Option(help="Partitions of the topic produce would create.")] = 4,
+    key: Annotated[str, typer.Option(help="Event field used as the message key, as produce's --key.")] = "pu_location_id",
+    allowed_lateness: Annotated[str, typer.Option(help="As the tumbling job's --allowed-lateness.")] = "0",
+    plot: Annotated[Path, typer.Option(help="Where the completeness/latency chart (PNG) goes.")] = Path("watermarks.png"),
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Weigh watermark delays before running a job: late trips and incomplete windows against latency.
+
+    Replays FILE as produce would send it (same order, key and partitions) through the tumbling
+    job's lateness rule, once per delay; latency is in event time (see tripstream.verify.watermarks).
+    """
+    from tripstream.jobs.options import parse_duration_ms
+    from tripstream.verify.watermarks import ExplorerSettings, explore_file, show_duration, show_latency, write_plot
+
+    items = [d.strip() for d in delays.split(",")]
+    if not any(items) or not all(items):
+        raise ConfigError(f"--delays expects durations separated by commas (e.g. 0s,15s,1min), got {delays!r}")
+    cfg = ExplorerSettings(delays_ms=tuple(parse_duration_ms(d, "--delays", allow_zero=True) for d in items),
+                           order=order, window_ms=parse_duration_ms(window, "--window"), partitions=partitions,
+                           key_field=key, allowed_lateness_ms=parse_duration_ms(allowed_lateness, "--allowed-lateness",
+                                                                                allow_zero=True))
+    with err.status(f"replaying {file.name}..."):
+        exploration = explore_file(file, cfg)
+    points = write_plot(exploration, plot)
+    if as_json:
+        print(json.dumps({**exploration.as_dict(), "plot": str(plot)}, indent=2))
+    else:
+        stream = exploration.stream
+        spread = ", ".join(f"p{p} {n:,}" for p, n in stream.partition_counts().items())
+        table = Table(title=f"Watermark delays for {file.name}: {len(stream.events):,} trips, {order} order, "
+                            f"{show_duration(cfg.window_ms)} tumbling windows per {cfg.key_field} key "
+                            f"over {partitions} partitions")
+        for name in ("delay", "late trips", "late %", "complete", "incomplete rows", "incomplete windows",
+                     "latency p50", "latency p95"):
+            table.add_column(name, justify="left" if name == "delay" else "right")
+        for r in exploration.results:
+            table.add_row(show_duration(r.delay_ms), f"{r.late:,}", f"{100 * r.late_fraction:.2f}",
+                          f"{100 * r.completeness:.2f}%", f"{r.incomplete_rows:,} / {r.rows:,}",
+                          f"{r.incomplete_windows:,} / {r.windows:,}", show_latency(r.latency_p50_ms),
+                          show_latency(r.latency_p95_ms))
+        out.print(table)
+        notes = [f"partitions: {spread or 'none'}"]
+        if stream.bad or stream.unreadable:
+            notes.append(f"left out: {stream.bad:,} bad records (the jobs' payload rules), "
+                         f"{stream.unreadable:,} unreadable rows")
+        if stream.unkeyed:
+            notes.append(f"{stream.unkeyed:,} trips without a {cfg.key_field}: their partition is a guess")
+        notes.append("rows: (window, pickup zone) rows of tumbling_zone_stats; incomplete: losing a late trip")
+        notes.append("latency: event time from a window's end until every partition's watermark passed it, "
+                     f"over the windows final before the input ended ({', '.join(str(r.open_at_end) for r in exploration.results)} open then)")
+        for note in notes:
+            out.print(note, highlight=False)
+    err.print(f"plot ({points} of {len(exploration.results)} delays) written to {plot}; "
+              f"{exploration.seconds:.1f} s", highlight=False)
+
+
 jobs_app = typer.Typer(help="List and stop tripstream's jobs.", invoke_without_command=True)
 app.add_typer(jobs_app, name="jobs")
 

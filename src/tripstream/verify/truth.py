@@ -13,7 +13,7 @@ All times are epoch milliseconds of the wall-clock read as UTC, as in Flink's TI
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,27 +44,33 @@ class Truth:
     counted_in_rows: int  # sum of the count column over closed rows (record-window pairs)
 
 
+def partition_watermarks(events: Sequence[tuple[Any, ...]], watermark_ms: int, time_at: int | None = None,
+                         usable: Callable[[tuple[Any, ...]], bool] | None = None
+                         ) -> Iterator[tuple[tuple[Any, ...], int | None]]:
+    """Every record, partition by partition in offset order, with the partition watermark it
+    meets (ms): the highest event time (tuple index ``time_at``, default the pickup) read in its
+    partition up to and including it, less the delay. A record whose event time is not
+    ``usable`` (a dropoff that is no time) does not move it; None before any usable time."""
+    at = 3 + FIELDS.index("pickup_at") if time_at is None else time_at
+    highest: dict[tuple[str, int], int] = {}
+    for e in sorted(events, key=lambda e: (e[0], e[1], e[2])):
+        part = (e[0], e[1])
+        if usable is None or usable(e):
+            highest[part] = max(highest.get(part, e[at]), e[at])
+        yield e, (highest[part] - watermark_ms if part in highest else None)
+
+
 def late_by_partition(events: Sequence[tuple[Any, ...]], time_at: int, delay_ms: int, lateness_ms: int,
                       first_end: Callable[[int], int], applies: Callable[[tuple[Any, ...]], bool] | None = None,
                       usable: Callable[[tuple[Any, ...]], bool] | None = None) -> dict[tuple[Any, ...], int]:
     """The lateness rule (:mod:`tripstream.jobs.windows`): the records that are late, with the
-    partition watermark each met (ms).
-
-    Records are taken per partition in offset order; each meets the highest event time (tuple
-    index ``time_at``) read in its partition so far, itself included, less ``delay_ms``. A record
-    the job counts (``applies``) is late when its first window's end - 1 ms + ``lateness_ms`` is at
-    or behind that. A record whose event time is not ``usable`` (a dropoff that is no time) does
-    not move the watermark.
-    """
-    highest: dict[tuple[str, int], int] = {}
+    partition watermark each met (ms). A record the job counts (``applies``) is late when its
+    first window's end - 1 ms + ``lateness_ms`` is at or behind its partition watermark
+    (:func:`partition_watermarks`)."""
     late: dict[tuple[Any, ...], int] = {}
-    for e in sorted(events, key=lambda e: (e[0], e[1], e[2])):
-        part = (e[0], e[1])
-        if usable is None or usable(e):
-            highest[part] = max(highest.get(part, e[time_at]), e[time_at])
-        if part not in highest or (applies is not None and not applies(e)):
+    for e, watermark in partition_watermarks(events, delay_ms, time_at, usable):
+        if watermark is None or (applies is not None and not applies(e)):
             continue
-        watermark = highest[part] - delay_ms
         if first_end(e[time_at]) - 1 + lateness_ms <= watermark:
             late[e[:3]] = watermark
     return late
@@ -106,6 +112,13 @@ def job_late(spec: Any, opts: JobOptions, events: Sequence[tuple[Any, ...]],
                              lambda t: spec.first_window_end(opts, t),
                              None if applicable is None else (lambda e: e[:3] in applicable),
                              lambda e: event_time(e, spec.time_field) is not None)
+
+
+def first_window_end(job: str, opts: JobOptions, at_ms: int) -> int:
+    """The end of the earliest window of the built-in ``job`` run with ``opts`` holding ``at_ms``."""
+    from tripstream.jobs.registry import resolve
+
+    return resolve(job, opts).first_window_end(opts, at_ms)
 
 
 def derive_late(job: str, opts: JobOptions, events: Sequence[tuple[Any, ...]]) -> dict[tuple[Any, ...], int]:
