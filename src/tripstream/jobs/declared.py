@@ -61,13 +61,19 @@ def literal(value: Any, kind: str, dialect: str) -> str:
 def filter_sql(f: Filter, dialect: str) -> str:
     """One filter as a SQL condition, the same in Flink and DuckDB but for time literals."""
     kind = column_kind(f.column)
+    column = quote(f.column, dialect)
     if f.op in ("is_null", "is_not_null"):
-        return f"{f.column} IS {'NOT ' if f.op == 'is_not_null' else ''}NULL"
+        return f"{column} IS {'NOT ' if f.op == 'is_not_null' else ''}NULL"
     if f.op in ("in", "not_in"):
         values = ", ".join(literal(v, kind, dialect) for v in f.values)
-        return f"{f.column} {'NOT ' if f.op == 'not_in' else ''}IN ({values})"
+        return f"{column} {'NOT ' if f.op == 'not_in' else ''}IN ({values})"
     op = "<>" if f.op == "!=" else f.op
-    return f"{f.column} {op} {literal(f.values[0], kind, dialect)}"
+    return f"{column} {op} {literal(f.values[0], kind, dialect)}"
+
+
+def quote(name: str, dialect: str = "flink") -> str:
+    """A column name quoted for the dialect (``zone`` and ``scope`` are reserved words in Flink SQL)."""
+    return f"`{name}`" if dialect == "flink" else f'"{name}"'
 
 
 def applicable_conditions(decl: Declaration, dialect: str) -> list[str]:
@@ -80,7 +86,7 @@ def applicable_conditions(decl: Declaration, dialect: str) -> list[str]:
             conditions.append(f"dropoff_at IS NOT NULL AND dropoff_at BETWEEN pickup_at AND pickup_at + {MAX_TRIP_MS}")
         else:
             conditions.append(f"dropoff_at > {NO_TIME}")
-    conditions += [f"{k} IS NOT NULL" for k in decl.keys]
+    conditions += [f"{quote(k, dialect)} IS NOT NULL" for k in decl.keys]
     conditions += [filter_sql(f, dialect) for f in decl.filters]
     return conditions
 
@@ -92,15 +98,15 @@ def measure(agg: Aggregate) -> str:
     if agg.function == "count":
         return "COUNT(*)"
     if agg.function == "count_distinct":
-        return f"COUNT(DISTINCT {column})"
+        return f"COUNT(DISTINCT {quote(column)})"
     kind = column_kind(column) if column else "int"
     if agg.function == "sum" and kind == "int":
-        return f"SUM(CAST({column} AS BIGINT))"
+        return f"SUM(CAST({quote(column)} AS BIGINT))"
     if agg.function == "avg" and kind == "int":
-        return f"AVG(CAST({column} AS DOUBLE))"
+        return f"AVG(CAST({quote(column)} AS DOUBLE))"
     if kind == "timestamp":
-        return f"{agg.function.upper()}(CAST({column} AS TIMESTAMP(3)))"
-    return f"{agg.function.upper()}({column})"
+        return f"{agg.function.upper()}(CAST({quote(column)} AS TIMESTAMP(3)))"
+    return f"{agg.function.upper()}({quote(column)})"
 
 
 def zoned_view(t_env: Any, decl: Declaration, conn: dict[str, Any]) -> str:
@@ -116,7 +122,7 @@ def zoned_view(t_env: Any, decl: Declaration, conn: dict[str, Any]) -> str:
                          f"ON t.{zone_field} = {alias}.location_id")
     for name in decl.zone_keys:
         zone_field, column = ZONE_KEYS[name]
-        columns.append(f"{'pz' if zone_field == 'pu_location_id' else 'dz'}.{column} AS {name}")
+        columns.append(f"{'pz' if zone_field == 'pu_location_id' else 'dz'}.`{column}` AS `{name}`")
     t_env.execute_sql(f"CREATE TEMPORARY VIEW trips_zoned AS SELECT t.*, {', '.join(columns)} "
                       f"FROM trips_src AS t {' '.join(joins)}")
     return "trips_zoned"
@@ -132,15 +138,16 @@ def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any], d
     window = decl.window
     conditions = " AND ".join(applicable_conditions(decl, "flink")) or "TRUE"
     keys = list(decl.keys)
+    key_list = ", ".join(quote(k) for k in keys)
     measures = [measure(a) for a in decl.aggregates]
     if window.kind == "none":
         t_env.execute_sql(f"CREATE TEMPORARY VIEW trips_applicable AS SELECT * FROM {source} WHERE {conditions}")
         if keys:
-            statements.add_insert_sql(f"INSERT INTO results SELECT {', '.join(keys)}, {', '.join(measures)} "
-                                      f"FROM trips_applicable GROUP BY {', '.join(keys)}")
+            statements.add_insert_sql(f"INSERT INTO results SELECT {key_list}, {', '.join(measures)} "
+                                      f"FROM trips_applicable GROUP BY {key_list}")
         else:
-            statements.add_insert_sql(f"INSERT INTO results SELECT scope, {', '.join(measures)} "
-                                      f"FROM (SELECT 'all' AS scope, * FROM trips_applicable) GROUP BY scope")
+            statements.add_insert_sql(f"INSERT INTO results SELECT `scope`, {', '.join(measures)} "
+                                      f"FROM (SELECT 'all' AS `scope`, * FROM trips_applicable) GROUP BY `scope`")
         return
     register_late_sink(t_env, conn)
     timed_view(t_env, opts, source, time)
@@ -151,11 +158,11 @@ def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any], d
         late = late_when(f"{time} + {gap}", lateness)
         t_env.create_java_temporary_system_function(*SESSIONS_FUNCTION)
         # The function keeps its own time: the event time as a plain timestamp, not the rowtime.
-        t_env.execute_sql(f"CREATE TEMPORARY VIEW session_trips AS SELECT {', '.join(keys)}, "
+        t_env.execute_sql(f"CREATE TEMPORARY VIEW session_trips AS SELECT {key_list}, "
                           f"CAST({time} AS TIMESTAMP(3)) AS event_at FROM trips_applicable WHERE NOT {late}")
         statements.add_insert_sql(
-            f"INSERT INTO results SELECT {', '.join(keys)}, session_start, session_end, trips "
-            f"FROM SESSIONS(input => TABLE session_trips PARTITION BY ({', '.join(keys)}), "
+            f"INSERT INTO results SELECT {key_list}, session_start, session_end, trips "
+            f"FROM SESSIONS(input => TABLE session_trips PARTITION BY ({key_list}), "
             f"gap_ms => CAST({window.gap_ms} AS BIGINT))")
         statements.add_insert_sql(f"INSERT INTO late_sink {late_select(decl.name, f'{time} + {gap}')} "
                                   f"FROM trips_applicable WHERE {late}")

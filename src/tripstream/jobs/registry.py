@@ -11,6 +11,7 @@ report, the CLI) asks the registry, so a new built-in is one file (a declaration
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -174,12 +175,14 @@ class DeclaredJob:
         return {"declaration": self.decl.as_dict()}
 
 
+@functools.lru_cache(maxsize=None)
 def _builtin_files() -> dict[str, Any]:
     return {entry.name.removesuffix(".toml"): entry
             for entry in resources.files("tripstream.jobs").joinpath("builtin").iterdir()
             if entry.name.endswith(".toml")}
 
 
+@functools.lru_cache(maxsize=None)
 def _builtin_declaration(name: str) -> Declaration:
     import tomllib
 

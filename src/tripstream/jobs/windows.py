@@ -31,7 +31,7 @@ from tripstream.jobs.options import JobOptions
 # Bumped when the rule that decides lateness changes: a restore point taken under another rule
 # would count differently (see tripstream.jobs.submit).
 LATENESS_RULE = 2
-LATENESS_RULE_TEXT = "per partition: late when the window had closed at the highest pickup read " \
+LATENESS_RULE_TEXT = "per partition: late when the window had closed at the highest event time read " \
                      "in the trip's Kafka partition so far, less the watermark delay"
 
 LATE_COLUMNS = [("job", "STRING"), ("kafka_topic", "STRING"), ("kafka_partition", "INT"), ("kafka_offset", "BIGINT"),
@@ -88,10 +88,10 @@ def add_window_aggregate(statements: Any, sink: str, view: str, keys: Sequence[s
                          lateness_ms: int = 0) -> None:
     """INSERT the on-time rows' aggregate per window and key into ``sink``, updated as they arrive."""
     on_time = f"NOT {late_when('window_end', lateness_ms)}"
-    key_list = ", ".join(keys)
+    key_list = "".join(f", `{k}`" for k in keys)
     # Grouping by the bounds as plain values (not window properties) makes the planner build an
     # updating aggregate, which never drops a row, instead of a window aggregate.
     start, end = "CAST(window_start AS STRING)", "CAST(window_end AS STRING)"
     statements.add_insert_sql(
-        f"INSERT INTO {sink} SELECT CAST({start} AS TIMESTAMP(3)), CAST({end} AS TIMESTAMP(3)), {key_list}, "
-        f"{', '.join(measures)} FROM {view} WHERE {on_time} GROUP BY {start}, {end}, {key_list}")
+        f"INSERT INTO {sink} SELECT CAST({start} AS TIMESTAMP(3)), CAST({end} AS TIMESTAMP(3)){key_list}, "
+        f"{', '.join(measures)} FROM {view} WHERE {on_time} GROUP BY {start}, {end}{key_list}")

@@ -217,7 +217,7 @@ def applicable_sql(decl: Declaration) -> str:
             joins.append(f"LEFT JOIN zones {alias} ON {alias}.location_id = e.{zone_field}")
     for name in decl.zone_keys:
         zone_field, column = ZONE_KEYS[name]
-        columns.append(f", {'pz' if zone_field == 'pu_location_id' else 'dz'}.{column} AS {name}")
+        columns.append(f", {'pz' if zone_field == 'pu_location_id' else 'dz'}.\"{column}\" AS {name}")
     where = " AND ".join(applicable_conditions(decl, "duckdb")) or "true"
     return (f"SELECT * FROM (SELECT e.*{''.join(columns)}, e.{decl.time_field} AS event_at FROM ev e "
             f"{' '.join(joins)}) WHERE {where}")
