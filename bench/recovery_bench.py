@@ -30,6 +30,7 @@ from tripstream.events.producer import TripProducer, synthetic_items
 from tripstream.events.schema import wall_clock_ms
 from tripstream.events.synthetic import SyntheticStream
 from tripstream.jobs.options import JobOptions
+from tripstream.jobs.registry import resolve
 from tripstream.jobs.submit import stop, submit
 from tripstream.kafka.topics import ensure_topic
 from tripstream.stack import Stack
@@ -94,7 +95,7 @@ def run(stack: Stack, rate: float, seconds: float, kill_after: float) -> dict[st
     running = time.monotonic() - killed
 
     def caught_up() -> bool:
-        window = opts.window_ms
+        window = resolve("tumbling", opts).decl.window.size_ms
         closable = (produced_until_ms() - opts.watermark_ms) // window * window
         return _newest_window_end_ms(stack) >= min(closable, max(expected_end // window * window, closable - window))
 

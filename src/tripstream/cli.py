@@ -462,6 +462,44 @@ def explain(
 
 
 @app.command()
+def answer(
+    job: Annotated[str, typer.Argument(help="A declaration file (.toml) with an [answer] section, or a declared job submitted here.")],
+    file: Annotated[Optional[Path], typer.Option(help="Answer from this trip file, computed by DuckDB with nothing late, instead of from PostgreSQL.")] = None,
+) -> None:
+    """Answer a declared job's question: its [answer] SQL over what the job wrote to PostgreSQL,
+    or (--file) over the batch truth of a trip file: the complete answer to hold the stream to."""
+    from tripstream.jobs.declaration import Declaration
+    from tripstream.jobs.registry import declaration_from_file, is_declaration_path
+    from tripstream.verify.answers import batch_answer, file_events, format_answer
+
+    if is_declaration_path(job):
+        decl = declaration_from_file(job)
+    else:
+        from tripstream.jobs.submit import submissions
+        from tripstream.stack import Stack
+
+        runs = [r for r in submissions(Stack(settings()), job) if r.get("declaration")]
+        if not runs:
+            raise ConfigError(f"{job!r} is not a declared job submitted here: give its .toml file")
+        decl = Declaration.from_dict(runs[-1]["declaration"])
+    if file is not None:
+        from tripstream.events.zones import default_zone_lookup_path, load_zones
+
+        lookup = default_zone_lookup_path()
+        zones = [tuple(z) for z in load_zones(lookup)] if lookup else []
+        columns, rows = batch_answer(decl, file_events(file), zones)
+    else:
+        from tripstream.stack import Stack
+        from tripstream.verify.answers import stream_answer
+
+        with Stack(settings()).postgres.connect() as conn:
+            columns, rows = stream_answer(conn, decl)
+    if decl.answer and decl.answer.question:
+        err.print(decl.answer.question, highlight=False)
+    print(format_answer(columns, rows))
+
+
+@app.command()
 def summary() -> None:
     """What the jobs wrote: busiest zones, longest session, late events, surges, anomalies."""
     from tripstream.jobs.summary import summarize
