@@ -152,7 +152,7 @@ def test_a_missing_file_and_options_that_do_not_fit_the_window(tmp_path: Path) -
     result = run_cli("explain", str(tmp_path / "nowhere.toml"))
     assert result.returncode == 2 and "nowhere.toml: cannot read it" in result.stderr
     decl = load_declaration(ROOT / "examples" / "long_trips.toml")
-    with pytest.raises(ConfigError, match="--window applies to tumbling and hopping and cumulate windows"):
+    with pytest.raises(ConfigError, match="--window applies to tumbling, hopping, cumulate windows; long_trips has no window"):
         effective(decl, JobOptions(job=decl.name, window_ms=60_000))
     with pytest.raises(ConfigError, match="--allowed-lateness: long_trips has no windows"):
         effective(decl, JobOptions(job=decl.name, allowed_lateness_ms=60_000))

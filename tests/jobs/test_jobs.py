@@ -147,7 +147,7 @@ def test_a_running_job_is_not_submitted_twice(stack: Stack, trips_topic) -> None
         (["tumbling", "--mode", "batch"], "--mode batch needs a bounded input"),
         (["tumbling", "--topic", "no-such-topic"], "topic 'no-such-topic' does not exist"),
         (["anomalies", "--allowed-lateness", "1min"], "--allowed-lateness applies to windowed declared jobs, not anomalies"),
-        (["session", "--window", "1h"], "--window applies to tumbling and hopping and cumulate windows; session has a session one"),
+        (["session", "--window", "1h"], "--window applies to tumbling, hopping, cumulate windows; session has a session window"),
         (["tumbling", "--state-retention", "forever"], "--state-retention: not a duration"),
         (["sliding", "--window", "12min", "--slide", "5min"], "--window must be a whole multiple of --slide"),
         (["tumbling", "--wait"], "--wait needs --until latest"),

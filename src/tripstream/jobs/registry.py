@@ -238,7 +238,8 @@ def effective(decl: Declaration, opts: JobOptions) -> Declaration:
         if value is None:
             continue
         if window.kind not in kinds:
-            raise ConfigError(f"{option} applies to {' and '.join(kinds)} windows; {decl.name} has a {window.kind} one")
+            raise ConfigError(f"{option} applies to {', '.join(kinds)} windows; {decl.name} has "
+                              f"{'no' if window.kind == 'none' else 'a ' + window.kind} window")
         changes[attribute] = value
     window = dataclasses.replace(window, **changes)
     if window.kind == "hopping" and (window.size_ms % window.slide_ms or window.slide_ms > window.size_ms):

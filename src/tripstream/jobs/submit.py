@@ -23,7 +23,7 @@ from tripstream.jobs.declaration import Declaration
 from tripstream.jobs.migrations import migrate
 from tripstream.jobs.options import JobOptions
 from tripstream.jobs.registry import DeclaredJob, resolve
-from tripstream.jobs.tables import ensure_table, load_zones
+from tripstream.jobs.tables import check_owner, ensure_table, load_zones
 from tripstream.jobs.windows import LATENESS_RULE
 from tripstream.stack import Stack
 from tripstream.stack.flink import rest_get
@@ -150,6 +150,10 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 300.0, restore_from:
 
     job = resolve(opts.job, opts, declaration.as_dict() if declaration is not None else None)
     job.check(opts)
+    if isinstance(job, DeclaredJob):  # another job's table: refused before anything else is asked
+        with stack.postgres.connect() as conn:
+            migrate(conn)
+            check_owner(conn, job.decl)
     if restore_from is not None:
         check_restorable(stack, opts.job, restore_from)
     running = active_job(stack, opts.job)

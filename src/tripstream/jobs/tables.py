@@ -103,6 +103,16 @@ def table_owners(conn: psycopg.Connection) -> dict[str, str]:
     return dict(conn.execute("SELECT table_name, job FROM tripstream_tables").fetchall())
 
 
+def check_owner(conn: psycopg.Connection, decl: Declaration) -> str | None:
+    """The job recorded as owning the declaration's table (None: no one yet); refused when it is
+    another job (DeclarationError, exit 2)."""
+    owner = table_owners(conn).get(decl.table)
+    if owner is not None and owner != decl.name:
+        raise DeclarationError(f"{decl.source or decl.name}: table: {decl.table!r} is the table of job {owner!r}; "
+                               f"choose another name")
+    return owner
+
+
 def _create(conn: psycopg.Connection, table: ResultTable) -> None:
     columns = [sql.SQL("{} {}{}").format(sql.Identifier(c), sql.SQL(POSTGRES_TYPES[k]),
                                           sql.SQL(" NOT NULL" if c in table.key else ""))
@@ -127,10 +137,7 @@ def ensure_table(conn: psycopg.Connection, decl: Declaration) -> list[str]:
     done: list[str] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(4243)")
-        owner = table_owners(conn).get(table.table)
-        if owner is not None and owner != decl.name:
-            raise DeclarationError(f"{decl.source or decl.name}: table: {table.table!r} is the table of job {owner!r}; "
-                                   f"choose another name")
+        owner = check_owner(conn, decl)
         found = _existing(conn, table.table)
         if found is None:
             _create(conn, table)
