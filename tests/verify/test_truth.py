@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import tomllib
 from datetime import datetime
 from typing import Any
 
 from tripstream.events.schema import FIELDS, wall_clock_ms
 from tripstream.jobs.options import JobOptions
-from tripstream.verify.truth import derive_late
+from tripstream.jobs.declaration import parse_declaration
+from tripstream.jobs.registry import DeclaredJob
+from tripstream.verify.truth import compute, derive_late, job_late
 
 
 def _ms(text: str) -> int:
@@ -66,3 +69,44 @@ def test_nothing_is_late_in_batch_mode_or_without_windows() -> None:
     assert _late("tumbling", records, mode="batch", until="latest") == {}
     assert _late("passthrough", records) == {}
     assert _late("anomalies", records) == {}
+
+
+def _declared(text: str) -> DeclaredJob:
+    return DeclaredJob(parse_declaration(tomllib.loads(text), "test.toml", "t"))
+
+
+def test_a_cumulating_window_counts_each_trip_in_every_growing_window_still_open_for_it() -> None:
+    job = _declared('[window]\nkind = "cumulate"\nsize = "1h"\nstep = "15min"\n[aggregates]\nn = "count(*)"')
+    # 08:05 is in [08:00, 08:15), [08:00, 08:30) ... [08:00, 09:00); 08:50 only in [08:00, 09:00).
+    records = [_record(0, 0, "08:05:00"), _record(0, 1, "08:50:00"), _record(0, 2, "08:20:00")]
+    opts = JobOptions(job="t")
+    late = job_late(job, opts, records)
+    # 08:20's first window, [08:00, 08:30), had closed at 08:50 - 15 s: it is reported late. Like a
+    # hopping window, lateness is per window: [08:00, 08:45) had closed too, [08:00, 09:00) had not.
+    assert {(k[1], k[2]) for k in late} == {(0, 2)}
+    truth = compute(job, opts, records, [(*k, wm) for k, wm in late.items()], float("inf"))
+    hour = _ms("08:00:00")
+    assert [(r[1] - hour) // 60_000 for r in truth.rows] == [15, 30, 45, 60]
+    assert [r[2] for r in truth.rows] == [1, 1, 1, 3]
+    assert (truth.counted_records, truth.pending_records, truth.counted_in_rows) == (2, 0, 6)
+
+
+def test_a_dropoff_time_job_uses_the_dropoff_and_leaves_out_trips_without_a_usable_one() -> None:
+    job = _declared('keys = ["pu_location_id"]\n[time]\nfield = "dropoff_at"\nwatermark = "5s"\n'
+                    '[window]\nkind = "tumbling"\nsize = "5min"\n[aggregates]\nn = "count(*)"')
+    dropoff = 3 + FIELDS.index("dropoff_at")
+
+    def trip(offset: int, pickup: str, drop: str | None) -> tuple[Any, ...]:
+        r = list(_record(0, offset, pickup))
+        r[dropoff] = _ms(drop) if drop else None
+        return tuple(r)
+
+    # the second has no dropoff, the third one before its pickup: neither applies nor moves time.
+    records = [trip(0, "08:00:00", "08:04:00"), trip(1, "08:01:00", None), trip(2, "08:30:00", "08:02:00"),
+               trip(3, "08:02:00", "08:06:00"), trip(4, "07:50:00", "08:03:00")]
+    opts = JobOptions(job="t", watermark_ms=5_000)
+    late = job_late(job, opts, records)
+    assert {(k[1], k[2]) for k in late} == {(0, 4)}  # 08:03 after 08:06 - 5 s closed [08:00, 08:05)
+    truth = compute(job, opts, records, [(*k, wm) for k, wm in late.items()], float("inf"))
+    assert [(r[0] - _ms("08:00:00"), r[-1]) for r in truth.rows] == [(0, 1), (300_000, 1)]
+    assert truth.not_applicable == 2

@@ -40,6 +40,7 @@ class JobSpec(Protocol):
     final_windows: bool  # it writes a window only once Flink's watermark has passed it (surge)
     time_field: str
     count_column: str | None  # the result column counting trips, summed over closed windows by verify
+    needs_zones: bool  # it joins the zone lookup (its truth needs the same lookup)
 
     @property
     def result(self) -> ResultTable: ...
@@ -74,6 +75,7 @@ class CodeJob:
     count_column: str | None = None
     first_end_fn: Callable[[JobOptions, int], int] | None = None
     check_fn: Callable[[JobOptions], None] | None = None
+    needs_zones: bool = False
 
     @property
     def result(self) -> ResultTable:
@@ -145,6 +147,10 @@ class DeclaredJob:
     @property
     def count_column(self) -> str | None:
         return self.decl.count_column
+
+    @property
+    def needs_zones(self) -> bool:
+        return bool(self.decl.zone_keys)
 
     @property
     def result(self) -> ResultTable:

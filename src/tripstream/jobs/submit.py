@@ -175,7 +175,7 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 300.0, restore_from:
         migrate(conn)
         if isinstance(job, DeclaredJob):
             (notes if notes is not None else []).extend(ensure_table(conn, job.decl))
-            if job.decl.zone_keys:
+            if job.needs_zones:
                 load_zones(conn, _zone_lookup())
     url, user, password = stack.postgres.jdbc()
     spec = {

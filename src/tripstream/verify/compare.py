@@ -215,7 +215,7 @@ def verify(stack: Stack, job: str, file: Path | None = None, now_ms: int | None 
             "FROM late_trips WHERE job = %s AND kafka_topic = %s", (job, opts.topic)).fetchall()
         table_rows = conn.execute(sql.SQL("SELECT {} FROM {}").format(
             sql.SQL(", ").join(map(sql.Identifier, spec.columns)), sql.Identifier(spec.table))).fetchall()
-        zones = read_zones(conn) if getattr(getattr(job_spec, "decl", None), "zone_keys", ()) else []
+        zones = read_zones(conn) if job_spec.needs_zones else []
 
     # Bad records: exactly the rejected ones, for the same reason.
     bad_pg = {tuple(r[:3]): r[3] for r in bad_rows if file is None and tuple(r[:3]) in in_range}

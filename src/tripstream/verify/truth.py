@@ -300,11 +300,9 @@ def declared_truth(con: duckdb.DuckDBPyConnection, decl: Declaration, watermark_
     else:
         rows, ends, counted_in_rows = windowed_rows(con, sql, watermark_ms, count_index, end_index)
         window = decl.window
-        if window.kind == "session":
+        if window.kind == "session":  # its one aggregate counts the trips (checked when declared)
             on_time = con.execute("SELECT count(*) FROM app WHERE watermark_ms IS NULL").fetchone()[0]
-            closed = sum(r[table.columns.index(decl.count_column)] for r, e in zip(rows, ends)
-                         if _closed(e, watermark_ms)) if decl.count_column else 0
-            counted, pending = closed, int(on_time) - closed
+            counted, pending = counted_in_rows, int(on_time) - counted_in_rows
         else:
             unit = window.slide_ms if window.kind == "hopping" else window.size_ms
             counted, pending = record_split(con, f"event_at // {unit} * {unit} + {window.size_ms}", watermark_ms, "app")
