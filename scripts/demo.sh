@@ -22,14 +22,20 @@ JOBS="passthrough tumbling sliding session surge anomalies"
 for job in $JOBS; do
   $TS submit "$job" --topic "$TOPIC" --until latest --wait >/dev/null
 done
+# A job of your own is a declaration: examples/ holds the course's questions.
+DECLARED=borough_demand
+$TS submit "examples/$DECLARED.toml" --topic "$TOPIC" --until latest --wait >/dev/null
 echo
 $TS summary
 echo
 echo "Verifying every job against a batch truth computed by DuckDB from the same records..."
 verdict=0
-for job in $JOBS; do
+for job in $JOBS $DECLARED; do
   $TS verify "$job" || verdict=1
 done
+echo
+echo "examples/$DECLARED.toml answers its question from what the stream wrote:"
+$TS answer "$DECLARED"
 echo
 echo "Flink web UI:   $($TS status --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["flink"]["rest"])')"
 echo "Jobs:           $TS jobs"
