@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -14,6 +14,11 @@ from rich.table import Table
 
 from tripstream.config import COMPONENTS, Settings, load_settings
 from tripstream.errors import ConfigError, TripstreamError
+
+if TYPE_CHECKING:  # the commands import what they run lazily, so `tripstream --help` stays quick
+    from tripstream.jobs.declaration import Declaration
+    from tripstream.jobs.options import JobOptions
+    from tripstream.jobs.registry import JobSpec
 
 app = typer.Typer(
     help="Real-time NYC taxi trip analytics on Kafka, PyFlink and PostgreSQL.",
@@ -348,13 +353,25 @@ def topic_tail(
                           "key": msg.key().decode() if msg.key() else None, "value": value}, default=str))
 
 
-def _job_and_options(job: str, given: dict[str, object]) -> tuple[object, object, object]:
+def _job_and_options(job: str, given: dict[str, object]) -> tuple[Declaration | None, JobSpec, JobOptions]:
     """(declaration or None, the job's spec, its JobOptions): the job named or declared in a file,
     with the options given on the command line over the declaration's defaults."""
     from tripstream.jobs.options import JobOptions
-    from tripstream.jobs.registry import DeclaredJob, builtin, declaration_from_file, is_declaration_path, option_defaults
+    from tripstream.jobs.registry import (
+        DeclaredJob,
+        builtin,
+        builtin_names,
+        declaration_from_file,
+        is_declaration_path,
+        option_defaults,
+    )
 
     decl = declaration_from_file(job) if is_declaration_path(job) else None
+    if decl is None and job not in builtin_names():
+        from tripstream.jobs.submit import latest_declaration
+        from tripstream.stack import Stack
+
+        decl = latest_declaration(Stack(settings()), job)  # a declared job submitted here, by name
     spec = DeclaredJob(decl) if decl is not None else builtin(job)
     defaults = option_defaults(spec.decl) if isinstance(spec, DeclaredJob) else {}
     options = {**defaults, **{k: v for k, v in given.items() if v is not None}}
@@ -468,20 +485,19 @@ def answer(
 ) -> None:
     """Answer a declared job's question: its [answer] SQL over what the job wrote to PostgreSQL,
     or (--file) over the batch truth of a trip file: the complete answer to hold the stream to."""
-    from tripstream.jobs.declaration import Declaration
     from tripstream.jobs.registry import declaration_from_file, is_declaration_path
     from tripstream.verify.answers import batch_answer, file_events, format_answer
 
     if is_declaration_path(job):
         decl = declaration_from_file(job)
     else:
-        from tripstream.jobs.submit import submissions
+        from tripstream.jobs.submit import latest_declaration
         from tripstream.stack import Stack
 
-        runs = [r for r in submissions(Stack(settings()), job) if r.get("declaration")]
-        if not runs:
+        found = latest_declaration(Stack(settings()), job)
+        if found is None:
             raise ConfigError(f"{job!r} is not a declared job submitted here: give its .toml file")
-        decl = Declaration.from_dict(runs[-1]["declaration"])
+        decl = found
     if file is not None:
         from tripstream.events.zones import default_zone_lookup_path, load_zones
 

@@ -87,6 +87,12 @@ def submitted_jobs(stack: Stack) -> list[str]:
     return ordered([n for n in names if submissions(stack, n)])
 
 
+def latest_declaration(stack: Stack, name: str) -> Declaration | None:
+    """The declaration a declared job called ``name`` last ran with here (None: not one)."""
+    runs = [r for r in submissions(stack, name) if r.get("declaration")]
+    return Declaration.from_dict(runs[-1]["declaration"]) if runs else None
+
+
 def _offsets_seen(stack: Stack, opts: JobOptions, restored: bool) -> dict[str, Any]:
     """The records this run will read: start offsets per partition, and the end when bounded.
 
