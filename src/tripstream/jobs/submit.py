@@ -156,12 +156,12 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 300.0, restore_from:
 
     job = resolve(opts.job, opts, declaration.as_dict() if declaration is not None else None)
     job.check(opts)
-    if isinstance(job, DeclaredJob):  # another job's table: refused before anything else is asked
+    if restore_from is not None:
+        check_restorable(stack, opts.job, restore_from)
+    if isinstance(job, DeclaredJob):  # another job's table: refused before Kafka or Flink is asked
         with stack.postgres.connect() as conn:
             migrate(conn)
             check_owner(conn, job.decl)
-    if restore_from is not None:
-        check_restorable(stack, opts.job, restore_from)
     running = active_job(stack, opts.job)
     if running:
         raise JobError(f"job {opts.job!r} is already running (Flink job {running['jid']}); "
