@@ -76,7 +76,7 @@ def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any]) -
         FROM with_baseline
         WHERE prev_windows > 0 AND trips >= {opts.surge_min_trips}
           AND trips >= {opts.surge_ratio} * CAST(prev_trips AS DOUBLE) / prev_windows""")
-    add_late_insert(statements, "surge", "windowed")
+    add_late_insert(statements, opts.job, "windowed")
 
 
 def truth(con: Any, opts: JobOptions, watermark_ms: float) -> Truth:
