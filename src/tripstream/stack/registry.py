@@ -1,0 +1,125 @@
+"""The schema registry: Apicurio Registry, assembled from Maven artifacts, its Confluent API.
+
+Why Apicurio: it is a registry people run in production, it speaks the Confluent Schema Registry
+REST API (under ``/apis/ccompat/v7``), and it runs from Maven artifacts without Docker, like the
+Kafka broker. Maven Central serves the application's classes (``apicurio-registry-app``), not a
+runnable build, so `make bootstrap` runs Quarkus's build step over them (``java/registry``) into
+``build/registry/quarkus-app``; this module starts ``java -jar quarkus-run.jar`` on 127.0.0.1.
+(Confluent's own registry is not on Maven Central, Karapace not on PyPI.)
+
+Schemas persist in an H2 database file under ``<state>/registry/data`` (Apicurio's SQL storage,
+embedded: no server, no port), so they survive ``down``/``up``; its password is generated on the
+first start (0600) and reaches the server through its environment, never the command line. Run as
+root, the server runs as the ``tripstream`` user, which owns ``<state>/registry``.
+
+The registry's REST API has no authentication (like the local Kafka listener): it binds
+127.0.0.1, its CORS origin is its own address only (another web page cannot read or write it),
+and it stores schemas; nothing in it runs code. ``schema_registry.url`` points at an existing
+registry instead (basic auth and TLS in ``[schema_registry]``); ``up`` then only checks it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from tripstream.schemas.registry import Registry
+from tripstream.stack.base import Service
+from tripstream.stack.errors import MissingToolError, PortInUseError
+from tripstream.stack.kafka import java_binary
+from tripstream.stack.process import ManagedProcess, give_to, hand_over, port_is_free
+from tripstream.tls import store_password
+
+
+def registry_build_dir(jars_dir: Path) -> Path:
+    """``build/registry`` beside ``build/jars``: where bootstrap builds the registry."""
+    return jars_dir.parent / "registry"
+
+
+class RegistryService(Service):
+    """The local Apicurio Registry, or an external registry when ``schema_registry.url`` is set."""
+
+    name = "registry"
+    start_timeout = 120.0
+    stop_timeout = 30.0
+
+    @property
+    def app_dir(self) -> Path:
+        return registry_build_dir(self.settings.jars_dir) / "quarkus-app"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def password_file(self) -> Path:
+        return self.dir / "db-password"
+
+    def processes(self) -> list[ManagedProcess]:
+        return [] if self.external else [self.process("registry")]
+
+    def ports(self) -> dict[str, int]:
+        return {"main": self.settings.schema_registry.port}
+
+    def check_ports(self) -> None:
+        port = self.settings.schema_registry.port
+        if not port_is_free(port):
+            raise PortInUseError(f"registry: port {port} on 127.0.0.1 is already in use; stop whatever holds it "
+                                 "or choose another port (TRIPSTREAM_SCHEMA_REGISTRY_PORT)")
+
+    def address(self) -> dict[str, str]:
+        return {"url": self.settings.schema_registry.base_url}
+
+    def client(self, timeout: float = 10.0) -> Registry:
+        return Registry(self.settings.schema_registry, self.settings.secrets, timeout=timeout)
+
+    def healthy(self) -> bool:
+        return self.client(timeout=2.0).healthy()
+
+    def ready_what(self) -> str:
+        return f"the schema registry to answer at {self.settings.schema_registry.base_url}"
+
+    def version(self) -> str | None:
+        if self.external:
+            return None
+        for jar in sorted((self.app_dir / "lib" / "main").glob("io.apicurio.apicurio-registry-app-*.jar")):
+            return "Apicurio Registry " + jar.stem.removeprefix("io.apicurio.apicurio-registry-app-")
+        return None
+
+    def details(self) -> dict[str, Any]:
+        try:
+            return {"subjects": sorted(self.client(timeout=5.0).ping())}
+        except Exception:  # noqa: BLE001 - status shows what it can
+            return {}
+
+    def launch(self) -> None:
+        java = java_binary()
+        run_jar = self.require(self.app_dir / "quarkus-run.jar", "the schema registry (java/registry)")
+        if not (self.app_dir / "lib" / "main").is_dir():
+            raise MissingToolError(f"registry: {self.app_dir} is incomplete: run `make bootstrap`")
+        user = self.run_user()
+        password = store_password(self.password_file)  # created 0600 on the first start
+        give_to(user, self.dir, self.data_dir, self.dir / "log", self.dir / "tmp")
+        hand_over(user, self.password_file)
+        port = self.settings.schema_registry.port
+        env = dict(self.server_env(user) or os.environ)
+        # Apicurio reads the datasource credentials from these variables (never argv).
+        env.update(REGISTRY_DATASOURCE_USERNAME="tripstream", REGISTRY_DATASOURCE_PASSWORD=password)
+        heap = self.settings.schema_registry.heap
+        self.process("registry").spawn(
+            [java, f"-Xmx{heap}", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
+             f"-Djava.io.tmpdir={self.dir / 'tmp'}",
+             "-Dquarkus.http.host=127.0.0.1", f"-Dquarkus.http.port={port}",
+             f"-Dquarkus.http.cors.origins=http://127.0.0.1:{port}",
+             # Embedded H2 in a file of the state dir: schemas survive down/up.
+             f"-Dquarkus.datasource.jdbc.url=jdbc:h2:file:{self.data_dir / 'registry'}",
+             "-Dquarkus.log.console.color=false",
+             "-jar", str(run_jar)],
+            cwd=self.dir, user=user, env=env,
+        )
+
+    def process(self, role: str, stop_signal: int | None = None) -> ManagedProcess:
+        # SIGTERM runs Quarkus's shutdown: requests drained, the H2 file closed cleanly.
+        return super().process(role, signal.SIGTERM)
