@@ -33,9 +33,10 @@ from tripstream.stack.process import ManagedProcess, give_to, hand_over, port_is
 from tripstream.tls import store_password
 
 
-def registry_build_dir(jars_dir: Path) -> Path:
-    """``build/registry`` beside ``build/jars``: where bootstrap builds the registry."""
-    return jars_dir.parent / "registry"
+def registry_build_dir() -> Path:
+    """``build/registry`` of the checkout this package runs from (an editable install), where
+    bootstrap builds the registry."""
+    return Path(__file__).resolve().parents[3] / "build" / "registry"
 
 
 class RegistryService(Service):
@@ -47,7 +48,7 @@ class RegistryService(Service):
 
     @property
     def app_dir(self) -> Path:
-        return registry_build_dir(self.settings.jars_dir) / "quarkus-app"
+        return registry_build_dir() / "quarkus-app"
 
     @property
     def data_dir(self) -> Path:
@@ -100,8 +101,8 @@ class RegistryService(Service):
         if not (self.app_dir / "lib" / "main").is_dir():
             raise MissingToolError(f"registry: {self.app_dir} is incomplete: run `make bootstrap`")
         user = self.run_user()
-        password = store_password(self.password_file)  # created 0600 on the first start
         give_to(user, self.dir, self.data_dir, self.dir / "log", self.dir / "tmp")
+        password = store_password(self.password_file)  # created 0600 on the first start
         hand_over(user, self.password_file)
         port = self.settings.schema_registry.port
         env = dict(self.server_env(user) or os.environ)
