@@ -188,12 +188,13 @@ def test_external_engines_are_reported_not_started(tmp_path: Path, stack: Stack)
         TRIPSTREAM_KAFKA_BOOTSTRAP=stack.kafka.address()["bootstrap"],
         TRIPSTREAM_FLINK_REST=stack.flink.rest_url,
         TRIPSTREAM_POSTGRES_DSN=stack.postgres.dsn(),
+        TRIPSTREAM_SCHEMA_REGISTRY_URL=stack.registry.address()["url"],
     )
     result = run_cli("up", env=env)
     assert result.returncode == 0, result.stderr
     assert processes_mentioning(str(tmp_path / "state") + "/") == []
     status = json.loads(run_cli("status", "--json", env=env).stdout)
-    for name in ("kafka", "flink", "postgres"):
+    for name in ("kafka", "flink", "postgres", "registry"):
         assert status[name]["state"] == "up"
         assert status[name]["managed"] is False
         assert status[name]["pid"] is None

@@ -14,7 +14,8 @@ root, the server runs as the ``tripstream`` user, which owns ``<state>/registry`
 
 The registry's REST API has no authentication (like the local Kafka listener): it binds
 127.0.0.1, its CORS origin is its own address only (another web page cannot read or write it),
-and it stores schemas; nothing in it runs code. ``schema_registry.url`` points at an existing
+only the Confluent-compatible API is served (see :data:`DISABLED_APIS`), and it stores schemas;
+nothing in it runs code. ``schema_registry.url`` points at an existing
 registry instead (basic auth and TLS in ``[schema_registry]``); ``up`` then only checks it.
 """
 
@@ -31,6 +32,12 @@ from tripstream.stack.errors import MissingToolError, PortInUseError
 from tripstream.stack.kafka import java_binary
 from tripstream.stack.process import ManagedProcess, give_to, hand_over, port_is_free
 from tripstream.tls import store_password
+
+
+# Only the Confluent-compatible API (/apis/ccompat/...) is served. Apicurio's own v2 API can
+# create an artifact from a URL the caller names (the server fetches it), the v1, CNCF and IBM
+# APIs and the web UI are not needed: turned off (Apicurio's registry.disable.apis, regexes).
+DISABLED_APIS = "/apis/registry/.*,/api/.*,/apis/cncf/.*,/apis/ibmcompat/.*,/ui/.*"
 
 
 def registry_build_dir() -> Path:
@@ -114,6 +121,7 @@ class RegistryService(Service):
              f"-Djava.io.tmpdir={self.dir / 'tmp'}",
              "-Dquarkus.http.host=127.0.0.1", f"-Dquarkus.http.port={port}",
              f"-Dquarkus.http.cors.origins=http://127.0.0.1:{port}",
+             f"-Dregistry.disable.apis={DISABLED_APIS}",
              # Embedded H2 in a file of the state dir: schemas survive down/up.
              f"-Dquarkus.datasource.jdbc.url=jdbc:h2:file:{self.data_dir / 'registry'}",
              "-Dquarkus.log.console.color=false",
