@@ -125,6 +125,10 @@ class RegistryService(Service):
              # Embedded H2 in a file of the state dir: schemas survive down/up.
              f"-Dquarkus.datasource.jdbc.url=jdbc:h2:file:{self.data_dir / 'registry'}",
              "-Dquarkus.log.console.color=false",
+             # Narayana (the JTA transaction manager) would hold a listening socket on a random
+             # 127.0.0.1 port, only to make a process id from its number: a UUID instead.
+             "-DCoreEnvironmentBean.processImplementationClassName="
+             "com.arjuna.ats.internal.arjuna.utils.UuidProcessId",
              "-jar", str(run_jar)],
             cwd=self.dir, user=user, env=env,
         )
