@@ -149,6 +149,10 @@ def test_a_bad_schema_file_is_one_line(tmp_path: Path, stack: Stack) -> None:
     result = run_cli("schema", "check", str(bad))
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1 and "not a valid Avro schema" in result.stderr
+    result = _produce(_topic(), "--schema", str(bad))
+    assert result.returncode == 1 and "not a valid Avro schema" in result.stderr
+    result = run_cli("produce", "--synthetic", "--limit", "1", "--schema", str(bad))
+    assert result.returncode == 2 and "--schema goes with --format avro" in result.stderr
 
 
 def test_an_external_registry_is_checked_not_started(tmp_path: Path, stack: Stack) -> None:
