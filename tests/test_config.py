@@ -138,3 +138,12 @@ def test_the_schema_registry_is_local_unless_a_url_is_given(tmp_path: Path) -> N
     env = {"TRIPSTREAM_SCHEMA_REGISTRY_URL": "http://sr:8081", "TRIPSTREAM_SCHEMA_REGISTRY_PASSWORD": "${env:NOPE}"}
     with pytest.raises(ConfigError, match="schema_registry.password: environment variable NOPE is not set"):
         load_settings(env=env)
+
+
+def test_a_local_registry_with_a_certificate_is_https() -> None:
+    s = load_settings(env={"TRIPSTREAM_SCHEMA_REGISTRY_SSL_CERT_FILE": "/pki/chain.pem",
+                           "TRIPSTREAM_SCHEMA_REGISTRY_SSL_KEY_FILE": "/pki/key.pem"})
+    assert s.schema_registry.base_url == "https://127.0.0.1:8085/apis/ccompat/v7"
+    s = load_settings(env={"TRIPSTREAM_SCHEMA_REGISTRY_SSL_CERT_FILE": "/pki/chain.pem",
+                           "TRIPSTREAM_SCHEMA_REGISTRY_URL": "http://sr:8081"})
+    assert s.schema_registry.base_url == "http://sr:8081"  # an external registry's URL says it all

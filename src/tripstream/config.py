@@ -182,15 +182,24 @@ class SchemaRegistrySettings:
     ca_file: str = ""
     client_cert: str = ""
     client_key: str = ""
+    # The local registry over https only: its PEM certificate chain and unencrypted key (clients
+    # then verify it with ca_file).
+    ssl_cert_file: str = ""
+    ssl_key_file: str = ""
 
     @property
     def external(self) -> bool:
         return bool(self.url)
 
     @property
+    def local_ssl(self) -> bool:
+        return bool(self.ssl_cert_file) and not self.external
+
+    @property
     def base_url(self) -> str:
         """The Confluent-compatible API's base URL (the local registry serves it under /apis/ccompat/v7)."""
-        return (self.url or f"http://127.0.0.1:{self.port}/apis/ccompat/v7").rstrip("/")
+        scheme = "https" if self.local_ssl else "http"
+        return (self.url or f"{scheme}://127.0.0.1:{self.port}/apis/ccompat/v7").rstrip("/")
 
     def client_config(self) -> dict[str, str]:
         """Settings for confluent-kafka's SchemaRegistryClient."""

@@ -16,7 +16,8 @@ The registry's REST API has no authentication (like the local Kafka listener): i
 127.0.0.1, its CORS origin is its own address only (another web page cannot read or write it),
 only the Confluent-compatible API is served (see :data:`DISABLED_APIS`), and it stores schemas;
 nothing in it runs code. ``schema_registry.url`` points at an existing
-registry instead (basic auth and TLS in ``[schema_registry]``); ``up`` then only checks it.
+registry instead (basic auth and TLS in ``[schema_registry]``); ``up`` then only checks it. With
+``schema_registry.ssl_cert_file``/``ssl_key_file`` the local registry speaks https only.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from tripstream.errors import ConfigError
 from tripstream.schemas.registry import Registry
 from tripstream.stack.base import Service
-from tripstream.stack.errors import MissingToolError, PortInUseError
+from tripstream.stack.errors import MissingToolError, PortInUseError, StackError
 from tripstream.stack.kafka import java_binary
 from tripstream.stack.process import ManagedProcess, give_to, hand_over, port_is_free
-from tripstream.tls import store_password
+from tripstream.tls import private_file, store_password
 
 
 # Only the Confluent-compatible API (/apis/ccompat/...) is served. Apicurio's own v2 API can
@@ -112,6 +114,9 @@ class RegistryService(Service):
         password = store_password(self.password_file)  # created 0600 on the first start
         hand_over(user, self.password_file)
         port = self.settings.schema_registry.port
+        scheme = "https" if self.settings.schema_registry.local_ssl else "http"
+        listener = self._tls_options(port) if scheme == "https" else [f"-Dquarkus.http.port={port}"]
+        hand_over(user, *([self.dir / "tls"] if (self.dir / "tls").exists() else []))
         env = dict(self.server_env(user) or os.environ)
         # Apicurio reads the datasource credentials from these variables (never argv).
         env.update(REGISTRY_DATASOURCE_USERNAME="tripstream", REGISTRY_DATASOURCE_PASSWORD=password)
@@ -119,8 +124,8 @@ class RegistryService(Service):
         self.process("registry").spawn(
             [java, f"-Xmx{heap}", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
              f"-Djava.io.tmpdir={self.dir / 'tmp'}",
-             "-Dquarkus.http.host=127.0.0.1", f"-Dquarkus.http.port={port}",
-             f"-Dquarkus.http.cors.origins=http://127.0.0.1:{port}",
+             "-Dquarkus.http.host=127.0.0.1", *listener,
+             f"-Dquarkus.http.cors.origins={scheme}://127.0.0.1:{port}",
              f"-Dregistry.disable.apis={DISABLED_APIS}",
              # Embedded H2 in a file of the state dir: schemas survive down/up.
              f"-Dquarkus.datasource.jdbc.url=jdbc:h2:file:{self.data_dir / 'registry'}",
@@ -132,6 +137,21 @@ class RegistryService(Service):
              "-jar", str(run_jar)],
             cwd=self.dir, user=user, env=env,
         )
+
+    def _tls_options(self, port: int) -> list[str]:
+        """https only, on the registry's port: copies of the PEM chain and key the server account can read."""
+        sr = self.settings.schema_registry
+        if not sr.ssl_key_file:
+            raise ConfigError("schema_registry.ssl_cert_file needs schema_registry.ssl_key_file")
+        try:
+            chain, key = Path(sr.ssl_cert_file).read_text(), Path(sr.ssl_key_file).read_text()
+        except OSError as exc:
+            raise StackError(f"registry: cannot read its certificate or key: {exc}") from None
+        chain_copy = private_file(self.dir / "tls" / "chain.pem", chain)
+        key_copy = private_file(self.dir / "tls" / "key.pem", key)
+        return [f"-Dquarkus.http.ssl.certificate.files={chain_copy}",
+                f"-Dquarkus.http.ssl.certificate.key-files={key_copy}",
+                f"-Dquarkus.http.ssl-port={port}", "-Dquarkus.http.insecure-requests=disabled"]
 
     def process(self, role: str, stop_signal: int | None = None) -> ManagedProcess:
         # SIGTERM runs Quarkus's shutdown: requests drained, the H2 file closed cleanly.
