@@ -312,8 +312,6 @@ def produce(
 
 def _registered_avro(topic: str, schema_file: Optional[Path]):  # noqa: ANN202 - ConfluentAvroSerializer
     """The Avro serializer for ``topic``: its schema checked, registered under ``<topic>-value``."""
-    import json as _json
-
     from tripstream.events.serializers import ConfluentAvroSerializer, avro_schema_text
     from tripstream.schemas.registry import Registry, load_schema_file, parse_schema_text
 
@@ -324,7 +322,7 @@ def _registered_avro(topic: str, schema_file: Optional[Path]):  # noqa: ANN202 -
     parse_schema_text(text, origin)
     cfg = settings()
     schema_id = Registry(cfg.schema_registry, cfg.secrets).prepare_value_schema(topic, text, origin)
-    return ConfluentAvroSerializer(schema_id, _json.loads(text))
+    return ConfluentAvroSerializer(schema_id, json.loads(text))
 
 
 def _registry():  # noqa: ANN202 - Registry
