@@ -11,10 +11,10 @@ PYTEST_ARGS ?=
 help:  ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-bootstrap:  ## Install the venv (PyFlink included), the Kafka/Flink jars and PostgreSQL
+bootstrap:  ## Install the venv (PyFlink included), the Kafka/Flink jars, PostgreSQL and the schema registry
 	@bash scripts/bootstrap.sh
 
-up: bootstrap  ## Start Kafka, Flink and PostgreSQL on 127.0.0.1
+up: bootstrap  ## Start Kafka, Flink, PostgreSQL and the schema registry on 127.0.0.1
 	@$(TS) up
 
 down:  ## Stop the local stack (data kept)

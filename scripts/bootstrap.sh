@@ -2,6 +2,8 @@
 # Install everything tripstream needs on a fresh machine; cheap when it is all in place.
 #  - a Python 3.11 virtualenv in .venv with the package, PyFlink and the test tools;
 #  - the Kafka broker and the Flink connector jars, fetched by Maven from java/*/pom.xml;
+#  - the schema registry (Apicurio Registry), built by Maven and Quarkus from Maven artifacts
+#    (java/registry) into build/registry/quarkus-app;
 #  - PostgreSQL's server from Debian's packages, when no initdb is found;
 #  - Chromium and chromium-driver from Debian's packages (the dashboard's browser test);
 #  - as root: the `tripstream` system user, which Kafka and Flink run as (PostgreSQL runs as
@@ -122,7 +124,24 @@ if ! fresh functions "$udf_key" || [ ! -f "$udf_jar" ]; then
   stamp functions "$udf_key"
 fi
 
+# --- the schema registry (java/registry): Apicurio Registry, assembled by Quarkus's build step --
+# First the one build-time artifact of Apicurio's that Maven Central lacks, into the local Maven
+# repository (see java/registry/config-index-deployment/pom.xml); then the registry itself.
+reg_key=$(digest java/registry/pom.xml $(find java/registry/src java/registry/config-index-deployment -type f | sort))
+reg_app=build/registry/quarkus-app/quarkus-run.jar
+if ! fresh registry "$reg_key" || [ ! -f "$reg_app" ]; then
+  say "building the schema registry (Apicurio Registry) with Maven; the first time takes a few minutes"
+  rm -rf build/registry
+  mkdir -p build
+  { mvn -B --color never -f java/registry/config-index-deployment/pom.xml install -Dregistry.build.dir="$ROOT/build/registry" \
+      && mvn -B --color never -f java/registry/pom.xml package -Dregistry.build.dir="$ROOT/build/registry"; } \
+      > build/registry.log 2>&1 \
+    || { tail -30 build/registry.log; die "Maven could not build the schema registry (java/registry; full log in build/registry.log)"; }
+  [ -f "$reg_app" ] || die "the schema registry build left no $reg_app (see build/registry.log)"
+  stamp registry "$reg_key"
+fi
+
 if ! server_can_run .venv/bin/python; then
   die "the 'tripstream' user cannot run $ROOT/.venv/bin/python (a parent directory is closed to others): Kafka and Flink run as it, so put the checkout where other users can enter (not under /root)"
 fi
-say "ready ($(.venv/bin/python --version), Java $java_major, $(ls build/jars/kafka | wc -l) Kafka jars, $(ls build/jars/flink | wc -l) Flink connector jars)"
+say "ready ($(.venv/bin/python --version), Java $java_major, $(ls build/jars/kafka | wc -l) Kafka jars, $(ls build/jars/flink | wc -l) Flink connector jars, schema registry in build/registry)"

@@ -119,3 +119,31 @@ def test_rest_endpoint_carries_tls_and_auth(tmp_path: Path) -> None:
     assert req.get_header("Authorization") == "Basic " + base64.b64encode(b"ops:pw-42").decode()
     assert rest.ssl_context().verify_mode == ssl.CERT_REQUIRED
     assert RestEndpoint("http://127.0.0.1:8081").ssl_context() is None
+
+
+def test_the_schema_registry_is_local_unless_a_url_is_given(tmp_path: Path) -> None:
+    s = load_settings(env={"TRIPSTREAM_SCHEMA_REGISTRY_PORT": "8185"})
+    assert not s.external("registry")
+    assert s.schema_registry.client_config() == {"url": "http://127.0.0.1:8185/apis/ccompat/v7"}
+    pem = tmp_path / "ca.pem"
+    cfg = tmp_path / "tripstream.toml"
+    cfg.write_text('[schema_registry]\nurl = "https://registry.example:8081/"\nusername = "svc"\n'
+                   f'password = "${{env:SR_PASSWORD}}"\nca_file = "{pem}"\n')
+    s = load_settings(env={"TRIPSTREAM_CONFIG": str(cfg), "SR_PASSWORD": "s3cret-value"})
+    assert s.external("registry")
+    assert s.schema_registry.client_config() == {"url": "https://registry.example:8081",
+                                                 "basic.auth.user.info": "svc:s3cret-value",
+                                                 "ssl.ca.location": str(pem)}
+    assert "s3cret-value" in s.secrets
+    env = {"TRIPSTREAM_SCHEMA_REGISTRY_URL": "http://sr:8081", "TRIPSTREAM_SCHEMA_REGISTRY_PASSWORD": "${env:NOPE}"}
+    with pytest.raises(ConfigError, match="schema_registry.password: environment variable NOPE is not set"):
+        load_settings(env=env)
+
+
+def test_a_local_registry_with_a_certificate_is_https() -> None:
+    s = load_settings(env={"TRIPSTREAM_SCHEMA_REGISTRY_SSL_CERT_FILE": "/pki/chain.pem",
+                           "TRIPSTREAM_SCHEMA_REGISTRY_SSL_KEY_FILE": "/pki/key.pem"})
+    assert s.schema_registry.base_url == "https://127.0.0.1:8085/apis/ccompat/v7"
+    s = load_settings(env={"TRIPSTREAM_SCHEMA_REGISTRY_SSL_CERT_FILE": "/pki/chain.pem",
+                           "TRIPSTREAM_SCHEMA_REGISTRY_URL": "http://sr:8081"})
+    assert s.schema_registry.base_url == "http://sr:8081"  # an external registry's URL says it all

@@ -62,10 +62,11 @@ ComponentsOpt = Annotated[Optional[str], typer.Option(
 
 @app.command()
 def up(only: ComponentsOpt = None) -> None:
-    """Start Kafka, Flink and PostgreSQL on 127.0.0.1 and wait until each is healthy.
+    """Start Kafka, Flink, PostgreSQL and the schema registry on 127.0.0.1; wait until each is healthy.
 
     A component already healthy is left alone; one whose address points at an existing cluster
-    (TRIPSTREAM_KAFKA_BOOTSTRAP, TRIPSTREAM_FLINK_REST, TRIPSTREAM_POSTGRES_DSN) is only checked.
+    (TRIPSTREAM_KAFKA_BOOTSTRAP, TRIPSTREAM_FLINK_REST, TRIPSTREAM_POSTGRES_DSN,
+    TRIPSTREAM_SCHEMA_REGISTRY_URL) is only checked.
     """
     from tripstream.stack import Stack
 
@@ -197,7 +198,11 @@ def produce(
     partitions: Annotated[int, typer.Option(min=1, help="Partitions of a newly created topic.")] = 4,
     replication: Annotated[int, typer.Option(min=1, help="Replication factor of a newly created topic.")] = 1,
     key: Annotated[str, typer.Option(help="Event field used as the message key.")] = "pu_location_id",
-    fmt: Annotated[str, typer.Option("--format", help="Wire format: json or avro.")] = "json",
+    fmt: Annotated[str, typer.Option("--format", help=(
+        "Wire format: json, avro (registered as <topic>-value in the schema registry, Confluent wire "
+        "format) or avro-schemaless."))] = "json",
+    schema: Annotated[Optional[Path], typer.Option(
+        "--schema", help="--format avro: the .avsc to register and write with (default: the bundled trip_event.avsc).")] = None,
     order: Annotated[str, typer.Option(help="file (as stored) or event-time (sorted by pickup).")] = "file",
     speed: Annotated[str, typer.Option(help="max, realtime, or N times faster than the event clock.")] = "max",
     limit: Annotated[Optional[int], typer.Option(min=0, help="Send at most this many events.")] = None,
@@ -232,9 +237,14 @@ def produce(
     pace = parse_speed(speed)
     lo, hi = _parse_time(from_, "--from"), _parse_time(to, "--to")
     overrides = _client_overrides(client)
+    if schema is not None and fmt != "avro":
+        raise ConfigError("--schema goes with --format avro")
     # Kafka answers (a refused login or certificate is one line here) before a producer is built
     # and would retry it in the background.
     topic_partitions(settings().kafka, topic)
+    # Avro: the registry answers and accepts the schema (checked against <topic>-value's rule,
+    # then registered) before the topic is touched or anything is sent.
+    serializer = _registered_avro(topic, schema) if fmt == "avro" else None
     total: int | None = limit
     if synthetic:
         from tripstream.events.synthetic import SyntheticStream
@@ -261,7 +271,7 @@ def produce(
         source_name = file.name.split(".")[0]
     cfg = settings()
     producer = TripProducer(cfg.kafka, topic, fmt=fmt, key_field=key, client_overrides=overrides,
-                            timestamps=timestamp)
+                            timestamps=timestamp, serializer=serializer)
     rejects_path = rejects or cfg.state_dir / "rejects" / f"{source_name}-{time.strftime('%Y%m%dT%H%M%S')}.jsonl"
     ensure_topic(cfg.kafka, topic, partitions=partitions, replication=replication)
     producer.limits = topic_limits(cfg.kafka, topic)
@@ -305,6 +315,119 @@ def produce(
         raise typer.Exit(130)
 
 
+def _registered_avro(topic: str, schema_file: Optional[Path]):  # noqa: ANN202 - ConfluentAvroSerializer
+    """The Avro serializer for ``topic``: its schema checked, registered under ``<topic>-value``."""
+    from tripstream.events.serializers import ConfluentAvroSerializer, avro_schema_text
+    from tripstream.schemas.registry import Registry, load_schema_file, parse_schema_text
+
+    if schema_file is not None:
+        text, origin = load_schema_file(schema_file), str(schema_file)
+    else:
+        text, origin = avro_schema_text(), "the bundled trip_event.avsc"
+    parse_schema_text(text, origin)
+    cfg = settings()
+    schema_id = Registry(cfg.schema_registry, cfg.secrets).prepare_value_schema(topic, text, origin)
+    return ConfluentAvroSerializer(schema_id, json.loads(text))
+
+
+def _registry():  # noqa: ANN202 - Registry
+    from tripstream.schemas.registry import Registry
+
+    cfg = settings()
+    return Registry(cfg.schema_registry, cfg.secrets)
+
+
+def _decoder(fmt: str):  # noqa: ANN202 - Serializer
+    """How `topic tail` decodes values: avro looks writer schemas up in the registry by id."""
+    from tripstream.events.serializers import ConfluentAvroSerializer, get_serializer
+
+    if fmt.strip().lower() == "avro":
+        registry = _registry()
+        return ConfluentAvroSerializer(lookup=registry.schema_by_id)
+    return get_serializer(fmt)
+
+
+schema_app = typer.Typer(help="Avro schemas in the schema registry (subject <topic>-value, BACKWARD).",
+                         no_args_is_help=True)
+app.add_typer(schema_app, name="schema")
+TopicOpt = Annotated[str, typer.Option("--topic", help="The topic whose value schema (subject <topic>-value).")]
+
+
+@schema_app.command("show")
+def schema_show(
+    topic: TopicOpt = "trips",
+    version: Annotated[str, typer.Option(help="A version number or latest.")] = "latest",
+) -> None:
+    """Print a version of the topic's value schema (the latest by default) as JSON."""
+    from tripstream.schemas.registry import value_subject
+
+    if version != "latest" and not version.isdigit():
+        raise ConfigError(f"--version must be a number or latest, got {version!r}")
+    registry = _registry()
+    subject = value_subject(topic)
+    found = registry.version(subject, version)
+    if found is None:
+        raise ConfigError(f"{subject} has no version {version} in the schema registry at {registry.url}")
+    err.print(f"{subject} version {found.version}, schema id {found.schema_id}, "
+              f"compatibility {registry.compatibility(subject)}", highlight=False)
+    print(json.dumps(found.parsed, indent=2))
+
+
+@schema_app.command("history")
+def schema_history(
+    topic: TopicOpt = "trips",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Every version of the topic's value schema: id, field count, fields added and removed."""
+    from tripstream.schemas.registry import value_subject
+
+    registry = _registry()
+    subject = value_subject(topic)
+    rows = []
+    previous: set[str] = set()
+    for number in registry.versions(subject):
+        found = registry.version(subject, number)
+        if found is None:
+            continue
+        names = [f["name"] for f in found.parsed.get("fields", [])]
+        rows.append({"version": found.version, "id": found.schema_id, "fields": len(names),
+                     "added": [n for n in names if n not in previous] if previous else [],
+                     "removed": sorted(previous - set(names))})
+        previous = set(names)
+    if not rows:
+        raise ConfigError(f"{subject} has no versions in the schema registry at {registry.url}")
+    if as_json:
+        print(json.dumps({"subject": subject, "compatibility": registry.compatibility(subject),
+                          "versions": rows}, indent=2))
+        return
+    table = Table(title=f"{subject} ({registry.compatibility(subject)})", title_justify="left")
+    for col in ("version", "id", "fields", "added", "removed"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(str(row["version"]), str(row["id"]), str(row["fields"]),
+                      ", ".join(row["added"]) or "-", ", ".join(row["removed"]) or "-")
+    out.print(table)
+
+
+@schema_app.command("check")
+def schema_check(
+    file: Annotated[Path, typer.Argument(help="A candidate Avro schema (.avsc).")],
+    topic: TopicOpt = "trips",
+) -> None:
+    """Test a candidate schema against the registry's rule for the topic; registers nothing."""
+    from tripstream.schemas.registry import load_schema_file, value_subject
+
+    text = load_schema_file(file)
+    registry = _registry()
+    subject = value_subject(topic)
+    registry.ping()
+    latest = registry.check(subject, text, str(file))
+    if latest is None:
+        print(f"{file}: {subject} has no versions yet; it would be version 1")
+    else:
+        print(f"{file}: compatible with {subject} version {latest.version} ({registry.compatibility(subject)})")
+
+
 topic_app = typer.Typer(help="Look inside Kafka topics.", no_args_is_help=True)
 app.add_typer(topic_app, name="topic")
 
@@ -337,13 +460,12 @@ def topic_tail(
     topic: str,
     lines: Annotated[int, typer.Option("-n", "--lines", min=1, help="Last N messages of each partition.")] = 5,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new messages.")] = False,
-    fmt: Annotated[str, typer.Option("--format", help="Decode values as json or avro.")] = "json",
+    fmt: Annotated[str, typer.Option("--format", help="Decode values as json, avro (through the schema registry) or avro-schemaless.")] = "json",
 ) -> None:
     """Print the last messages of each partition, decoded, one JSON object per line."""
-    from tripstream.events.serializers import get_serializer
     from tripstream.kafka.topics import read
 
-    decode = get_serializer(fmt).deserialize
+    decode = _decoder(fmt).deserialize
     for msg in read(settings().kafka, topic, last=lines, follow=follow):
         try:
             value: object = decode(msg.value())

@@ -4,13 +4,14 @@ Precedence, lowest to highest: built-in defaults, the config file (``tripstream.
 working directory, or the file named by ``TRIPSTREAM_CONFIG``), ``TRIPSTREAM_*`` environment
 variables, then explicit overrides from the command line.
 
-An address that is *set* (``kafka.bootstrap``, ``postgres.dsn``, ``flink.rest``) means "use that
+An address that is *set* (``kafka.bootstrap``, ``postgres.dsn``, ``flink.rest``,
+``schema_registry.url``) means "use that
 existing engine": ``tripstream up`` does not start a local one and ``status`` reports the external
 one. Left unset, the project runs its own engine on 127.0.0.1 with the configured port.
 
 Secured clusters need secrets, which must never sit in a committed file or on a command line: any
 value of the client maps (``kafka.client``, ``kafka.jobs_client``, ``flink.rest_headers``) and
-``flink.rest_password`` may say ``${env:NAME}`` or ``${file:PATH}`` and gets that variable or that
+``flink.rest_password`` and ``schema_registry.password`` may say ``${env:NAME}`` or ``${file:PATH}`` and gets that variable or that
 file's content (stripped) when the settings are loaded; ``$${`` is a literal ``${`` (for Kafka's own
 config providers). Every value so expanded is remembered in :attr:`Settings.secrets` so the logs
 we write and the errors we show can mask it.
@@ -28,7 +29,9 @@ from typing import Any, Mapping
 from tripstream.dsn import dsn_password
 from tripstream.errors import ConfigError
 
-COMPONENTS: tuple[str, ...] = ("kafka", "flink", "postgres")
+COMPONENTS: tuple[str, ...] = ("kafka", "flink", "postgres", "registry")
+# The settings section of each component, where it differs from the component's name.
+_COMPONENT_SECTION = {"registry": "schema_registry"}
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,57 @@ class PostgresSettings:
 
 
 @dataclass(frozen=True)
+class SchemaRegistrySettings:
+    """The schema registry (Confluent Schema Registry REST API) the Avro producer registers with."""
+
+    # The local registry (Apicurio Registry, its Confluent-compatible API) on 127.0.0.1.
+    port: int = 8085
+    heap: str = "256m"
+    # An existing registry's Confluent-compatible base URL (http://host:8081, or
+    # https://host/apis/ccompat/v7 for Apicurio); empty means "run our own".
+    url: str = ""
+    # HTTP basic auth; the password from ${env:...} or ${file:...}.
+    username: str = ""
+    password: str = ""
+    # TLS: a PEM CA file that signed the registry's certificate (else the system's CAs), and a PEM
+    # client certificate and key when the registry asks for one (mutual TLS).
+    ca_file: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+    # The local registry over https only: its PEM certificate chain and unencrypted key (clients
+    # then verify it with ca_file).
+    ssl_cert_file: str = ""
+    ssl_key_file: str = ""
+
+    @property
+    def external(self) -> bool:
+        return bool(self.url)
+
+    @property
+    def local_ssl(self) -> bool:
+        return bool(self.ssl_cert_file) and not self.external
+
+    @property
+    def base_url(self) -> str:
+        """The Confluent-compatible API's base URL (the local registry serves it under /apis/ccompat/v7)."""
+        scheme = "https" if self.local_ssl else "http"
+        return (self.url or f"{scheme}://127.0.0.1:{self.port}/apis/ccompat/v7").rstrip("/")
+
+    def client_config(self) -> dict[str, str]:
+        """Settings for confluent-kafka's SchemaRegistryClient."""
+        conf = {"url": self.base_url}
+        if self.username:
+            conf["basic.auth.user.info"] = f"{self.username}:{self.password}"
+        if self.ca_file:
+            conf["ssl.ca.location"] = self.ca_file
+        if self.client_cert:
+            conf["ssl.certificate.location"] = self.client_cert
+        if self.client_key:
+            conf["ssl.key.location"] = self.client_key
+        return conf
+
+
+@dataclass(frozen=True)
 class DashboardSettings:
     """`tripstream dashboard`: the web page's port (always on 127.0.0.1) and refresh pace."""
 
@@ -178,6 +232,7 @@ class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     flink: FlinkSettings = field(default_factory=FlinkSettings)
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
+    schema_registry: SchemaRegistrySettings = field(default_factory=SchemaRegistrySettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     # Where `make bootstrap` put the Maven-fetched jars (not in the state dir: `down --purge`
     # must not force a re-download).
@@ -192,7 +247,7 @@ class Settings:
         return self.state_dir / name
 
     def external(self, component: str) -> bool:
-        return bool(getattr(self, component).external)
+        return bool(getattr(self, _COMPONENT_SECTION.get(component, component)).external)
 
 
 def default_jars_dir() -> Path:
@@ -201,11 +256,11 @@ def default_jars_dir() -> Path:
 
 
 _SECTIONS = {"kafka": KafkaSettings, "flink": FlinkSettings, "postgres": PostgresSettings,
-             "dashboard": DashboardSettings}
+             "schema_registry": SchemaRegistrySettings, "dashboard": DashboardSettings}
 # Settings that are maps of free-form keys (a TOML table, not a single value).
 _MAPS = {("kafka", "client"), ("kafka", "jobs_client"), ("flink", "rest_headers")}
 # Settings whose values may hold ${env:...} / ${file:...} references.
-_EXPANDED = _MAPS | {("flink", "rest_password")}
+_EXPANDED = _MAPS | {("flink", "rest_password"), ("schema_registry", "password")}
 # Properties files named by the environment, merged over the file's maps.
 _PROPERTIES_ENV = {"TRIPSTREAM_KAFKA_CLIENT_PROPERTIES": ("client", "Kafka client properties"),
                    "TRIPSTREAM_KAFKA_JOBS_CLIENT_PROPERTIES": ("jobs_client", "Kafka jobs client properties")}
@@ -377,6 +432,7 @@ def load_settings(
         kafka=KafkaSettings(**sections["kafka"]),
         flink=FlinkSettings(**sections["flink"]),
         postgres=PostgresSettings(**sections["postgres"]),
+        schema_registry=SchemaRegistrySettings(**sections["schema_registry"]),
         dashboard=DashboardSettings(**sections["dashboard"]),
     )
     given = settings.state_dir.expanduser().absolute()

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tripstream.errors import TripstreamError
 from tripstream.jobs.submit import describe_jobs, run_options
 from tripstream.kafka.errors import KafkaError
 from tripstream.kafka.lag import partition_lag, event_times
@@ -374,8 +375,8 @@ def refresh_metrics(stack: Stack, timeout: float = 5.0, poll_s: float = 0.1) -> 
 
 def check_health(stack: Stack, thresholds: Thresholds,
                  sleep: Callable[[float], None] = time.sleep) -> HealthReport:
-    """Take ``thresholds.samples`` fresh samples of the jobs and judge them; Kafka or PostgreSQL
-    not answering is a finding too.
+    """Take ``thresholds.samples`` fresh samples of the jobs and judge them; Kafka, PostgreSQL or
+    the schema registry (the Avro producers' contract) not answering is a finding too.
 
     Flink not answering raises (:class:`tripstream.jobs.submit.JobError`): without it nothing
     can be judged, and the caller says so in one line.
@@ -396,4 +397,10 @@ def check_health(stack: Stack, thresholds: Thresholds,
     report.findings.append(Finding("postgres", "reachable", pg_ok,
                                    "answers" if pg_ok else f"{stack.postgres.address()['dsn'].split('@')[-1]} "
                                                            "does not answer"))
+    try:
+        stack.registry.client(timeout=5.0).ping()
+        registry_ok, registry_why = True, "answers"
+    except TripstreamError as exc:
+        registry_ok, registry_why = False, str(exc)
+    report.findings.append(Finding("registry", "reachable", registry_ok, registry_why))
     return report

@@ -19,7 +19,7 @@ from tripstream.events import TripEvent
 
 from tripstream.events.producer import TripProducer
 from tripstream.events.schema import event_time_ms, validate_record
-from tripstream.events.serializers import get_serializer
+from tripstream.events.serializers import ConfluentAvroSerializer
 from tripstream.kafka.topics import admin, count, ensure_topic, read, topic_partitions
 from tripstream.stack import Stack
 from tripstream.stack.process import wait_until
@@ -176,7 +176,7 @@ def test_a_replay_gives_the_same_event_ids(stack: Stack, month: tuple[str, dict,
 def test_avro_is_smaller_and_decodes(stack: Stack) -> None:
     topic = _topic()
     report = _produce(str(SAMPLE), "--topic", topic, "--limit", "2000", "--format", "avro")
-    avro = get_serializer("avro")
+    avro = ConfluentAvroSerializer(lookup=stack.registry.client().schema_by_id)  # Confluent wire format
     events = [TripEvent.from_mapping(avro.deserialize(m.value())) for m in _messages(stack, topic)]
     assert len(events) == 2000
     assert report["bytes_per_event"] < 200

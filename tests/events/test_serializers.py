@@ -11,6 +11,7 @@ import pytest
 from tripstream.events import (
     FIELDS,
     AvroSerializer,
+    ConfluentAvroSerializer,
     EventsError,
     JsonSerializer,
     SyntheticStream,
@@ -33,7 +34,7 @@ def events() -> list[TripEvent]:
     return sample + synthetic  # type: ignore[operator]
 
 
-@pytest.mark.parametrize("name", ["json", "avro"])
+@pytest.mark.parametrize("name", ["json", "avro-schemaless"])
 def test_round_trip(events: list[TripEvent], name: str) -> None:
     serializer = get_serializer(name)
     assert serializer.name == name
@@ -48,7 +49,7 @@ def test_json_is_flink_shaped(events: list[TripEvent]) -> None:
     assert list(json.loads(payload)) == list(FIELDS)
     assert b'"pickup_at":"2024-10-01 00:52:13"' in payload
     record = events[0].to_dict() | {"fare_amount": math.nan, "tip_amount": math.inf, "extra_key": 1}
-    for name in ("json", "avro"):
+    for name in ("json", "avro-schemaless"):
         serializer = get_serializer(name)
         back = serializer.deserialize(serializer.serialize(record))
         assert back["fare_amount"] is None and back["tip_amount"] is None and "extra_key" not in back
@@ -56,8 +57,25 @@ def test_json_is_flink_shaped(events: list[TripEvent]) -> None:
 
 
 def test_avro_is_smaller_than_json(events: list[TripEvent]) -> None:
-    sizes = {n: sum(len(get_serializer(n).serialize(e)) for e in events) / len(events) for n in ("json", "avro")}
-    assert sizes["avro"] < 0.5 * sizes["json"]
+    sizes = {n: sum(len(get_serializer(n).serialize(e)) for e in events) / len(events)
+             for n in ("json", "avro-schemaless")}
+    assert sizes["avro-schemaless"] < 0.5 * sizes["json"]
+
+
+def test_confluent_avro_frames_the_schemaless_binary_with_magic_and_id(events: list[TripEvent]) -> None:
+    framed = ConfluentAvroSerializer(schema_id=258)
+    payload = framed.serialize(events[0])
+    assert payload[:5] == b"\x00\x00\x00\x01\x02"  # magic byte 0, then 258 as 4 big-endian bytes
+    assert payload[5:] == AvroSerializer().serialize(events[0])
+    assert TripEvent.from_mapping(framed.deserialize(payload)) == events[0]
+    asked: list[int] = []
+    reader = ConfluentAvroSerializer(lookup=lambda schema_id: asked.append(schema_id) or json.loads(
+        resources.files("tripstream.events").joinpath("trip_event.avsc").read_text()))
+    assert reader.deserialize(payload) == events[0].to_dict() and asked == [258]
+    with pytest.raises(EventsError, match="magic byte 0"):
+        reader.deserialize(AvroSerializer().serialize(events[0]))
+    with pytest.raises(EventsError, match="registry id"):
+        ConfluentAvroSerializer().serialize(events[0])
 
 
 def test_avro_schema_matches_fields_and_flink_mapping() -> None:
@@ -74,7 +92,8 @@ def test_avro_schema_matches_fields_and_flink_mapping() -> None:
 
 def test_registry_and_garbage() -> None:
     assert isinstance(get_serializer("JSON"), JsonSerializer)
-    assert isinstance(get_serializer("avro"), AvroSerializer)
+    assert isinstance(get_serializer("avro"), ConfluentAvroSerializer)
+    assert isinstance(get_serializer("avro-schemaless"), AvroSerializer)
     with pytest.raises(EventsError, match="protobuf"):
         get_serializer("protobuf")
     with pytest.raises(EventsError, match="JSON"):

@@ -59,6 +59,7 @@ def _env(pki: Pki, tls: Path) -> dict[str, str]:
         "TRIPSTREAM_FLINK_PORT": str(18081 + _OFFSET),
         "TRIPSTREAM_FLINK_RPC_PORT": str(16123 + _OFFSET),
         "TRIPSTREAM_POSTGRES_PORT": str(15432 + _OFFSET),
+        "TRIPSTREAM_SCHEMA_REGISTRY_PORT": str(18085 + _OFFSET),
         "TRIPSTREAM_FLINK_PROMETHEUS_REPORTER": "off",
         "TRIPSTREAM_FLINK_SLOTS": "2",
         "TRIPSTREAM_FLINK_TASKMANAGER_MEMORY": "1728m",
@@ -73,6 +74,9 @@ def _env(pki: Pki, tls: Path) -> dict[str, str]:
         "TRIPSTREAM_POSTGRES_SSL_KEY_FILE": str(pki.key),
         "TRIPSTREAM_POSTGRES_SSLMODE": "verify-full",
         "TRIPSTREAM_POSTGRES_SSLROOTCERT": str(pki.ca),
+        "TRIPSTREAM_SCHEMA_REGISTRY_SSL_CERT_FILE": str(pki.chain),  # the registry over https only
+        "TRIPSTREAM_SCHEMA_REGISTRY_SSL_KEY_FILE": str(pki.key),
+        "TRIPSTREAM_SCHEMA_REGISTRY_CA_FILE": str(pki.ca),
         "TRIPSTREAM_FLINK_REST_SSL_CERT_FILE": str(pki.chain),
         "TRIPSTREAM_FLINK_REST_SSL_KEY_FILE": str(pki.key),
         "TRIPSTREAM_FLINK_REST_CA_FILE": str(pki.ca),
@@ -239,3 +243,20 @@ def test_a_wrong_postgres_password_fails_in_one_line(secured: Secured) -> None:
         first = _lines(err)[0]
         assert first.startswith("error: postgres: cannot connect to") and "authentication failed" in first, err
         assert "not-the-password" not in err
+
+
+def test_avro_through_sasl_ssl_and_the_registry_over_https(secured: Secured) -> None:
+    topic = f"{TOPIC}-avro"
+    rc, _, err = secured.cli("produce", "--synthetic", "--topic", topic, "--limit", "10", "--format", "avro", "--quiet")
+    assert rc == 0, err
+    assert "delivered 10, failed 0" in err
+    rc, out, err = secured.cli("schema", "history", "--topic", topic, "--json")
+    assert rc == 0 and json.loads(out)["versions"][0]["version"] == 1, out + err
+    rc, out, err = secured.cli("topic", "tail", topic, "--format", "avro", "-n", "1")
+    assert rc == 0 and all("event_id" in json.loads(line)["value"] for line in _lines(out)), out + err
+    assert secured.settings.schema_registry.base_url.startswith("https://127.0.0.1:")
+    plain = secured.settings.schema_registry.base_url.replace("https://", "http://")
+    rc, _, err = secured.cli("schema", "show", "--topic", topic, TRIPSTREAM_SCHEMA_REGISTRY_URL=plain)
+    assert rc == 1 and len(_lines(err)) == 1 and "does not answer" in err, err  # no plain http
+    rc, _, err = secured.cli("schema", "show", "--topic", topic, TRIPSTREAM_SCHEMA_REGISTRY_CA_FILE="")
+    assert rc == 1 and len(_lines(err)) == 1 and "CERTIFICATE_VERIFY_FAILED" in err, err  # the CA is needed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import subprocess
@@ -32,7 +33,7 @@ def _ids(pid: int, field: str) -> list[int]:
 
 def test_no_server_runs_as_root(stack: Stack) -> None:
     pids = {s.name + str(i): pid for s in stack.services() for i, pid in enumerate(s.running_pids())}
-    assert len(pids) == 4, pids  # Kafka, JobManager, TaskManager, PostgreSQL
+    assert len(pids) == 5, pids  # Kafka, JobManager, TaskManager, PostgreSQL, the schema registry
     for name, pid in pids.items():
         assert 0 not in _ids(pid, "Uid"), (name, pid, _ids(pid, "Uid"))
         assert 0 not in _ids(pid, "Gid"), (name, pid, _ids(pid, "Gid"))
@@ -81,8 +82,52 @@ def test_the_state_dir_is_private_to_the_server_user(stack: Stack) -> None:
     assert info.st_mode & 0o077 == 0, oct(info.st_mode)
     expected = pwd.getpwnam("tripstream").pw_uid if os.geteuid() == 0 else os.geteuid()
     assert info.st_uid == expected
-    for sub in ("kafka/data", "flink/checkpoints", "flink/tmp/io", "flink/log"):
+    for sub in ("kafka/data", "flink/checkpoints", "flink/tmp/io", "flink/log", "registry/data", "registry/log"):
         assert (stack.settings.state_dir / sub).stat().st_uid == expected, sub
+    password = stack.settings.state_dir / "registry" / "db-password"
+    assert password.stat().st_mode & 0o077 == 0 and password.stat().st_uid == expected
+
+
+def _http_status(url: str, **kwargs: object) -> int:
+    req = urllib.request.Request(url, **kwargs)  # type: ignore[arg-type]
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - our own registry
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_the_registry_serves_only_the_confluent_api_on_its_one_port(stack: Stack) -> None:
+    root = f"http://127.0.0.1:{stack.settings.schema_registry.port}"
+    assert _http_status(f"{root}/apis/ccompat/v7/subjects") == 200
+    # Apicurio's own API (it can fetch an artifact from a URL the caller names), v1, CNCF, the UI.
+    for path in ("/apis/registry/v2/groups/default/artifacts", "/api/artifacts", "/apis/cncf/v0/schemagroups",
+                 "/ui/"):
+        assert _http_status(f"{root}{path}") == 404, path
+    fetch = json.dumps({"content": f"{root}/apis/ccompat/v7/subjects"}).encode()
+    assert _http_status(f"{root}/apis/registry/v2/groups/default/artifacts", data=fetch, method="POST",
+                        headers={"Content-Type": "application/create.extended+json"}) == 404
+    req = urllib.request.Request(f"{root}/apis/ccompat/v7/subjects",
+                                 headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
+                                 method="OPTIONS")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+            allowed = resp.headers.get("Access-Control-Allow-Origin")
+    except urllib.error.HTTPError as exc:
+        allowed = exc.headers.get("Access-Control-Allow-Origin")
+    assert allowed in (None, root), allowed
+    [pid] = stack.registry.running_pids()
+    inodes = {os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1] for fd in os.listdir(f"/proc/{pid}/fd")
+              if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")}
+    listening = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # LISTEN
+                listening.append((cols[1].rsplit(":", 1)[0], int(cols[1].rsplit(":", 1)[1], 16)))
+    assert [port for _, port in listening] == [stack.settings.schema_registry.port], listening
+    loopback = ("0100007F", "0000000000000000FFFF00000100007F")  # 127.0.0.1, as IPv4 or IPv4-mapped IPv6
+    assert all(addr in loopback for addr, _ in listening), listening
 
 
 def test_the_password_file_is_created_private_and_never_overwritten(tmp_path: Path, stack: Stack) -> None:

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.stack
 
 def test_every_component_is_healthy_with_a_version(stack: Stack) -> None:
     statuses = {s.name: s for s in stack.status()}
-    assert set(statuses) == {"kafka", "flink", "postgres"}
+    assert set(statuses) == {"kafka", "flink", "postgres", "registry"}
     for status in statuses.values():
         assert status.state == "up", status
         assert status.managed
@@ -33,6 +33,7 @@ def test_every_component_is_healthy_with_a_version(stack: Stack) -> None:
         assert status.pids
     assert statuses["kafka"].version.startswith("4.")
     assert statuses["flink"].version == "2.2.1"
+    assert statuses["registry"].version == "Apicurio Registry 2.4.2.Final"
 
 
 def test_status_json_names_addresses_versions_and_pids(stack: Stack) -> None:
@@ -108,7 +109,8 @@ def test_up_again_leaves_a_healthy_stack_alone(stack: Stack) -> None:
 
 
 def test_logs_shows_each_component(stack: Stack) -> None:
-    for name, needle in (("kafka", "Kafka Server started"), ("flink", "taskmanager"), ("postgres", "ready")):
+    for name, needle in (("kafka", "Kafka Server started"), ("flink", "taskmanager"), ("postgres", "ready"),
+                         ("registry", "Listening on: http://127.0.0.1:")):
         result = run_cli("logs", name, "-n", "3000")  # the start line, whatever ran before
         assert result.returncode == 0, result.stderr
         assert needle.lower() in result.stdout.lower(), name
@@ -148,6 +150,7 @@ def _isolated_env(tmp_path: Path, base: int) -> dict[str, str]:
         "TRIPSTREAM_FLINK_RPC_PORT": str(base + 3),
         "TRIPSTREAM_POSTGRES_PORT": str(base + 4),
         "TRIPSTREAM_FLINK_PROMETHEUS_PORT": str(base + 5),
+        "TRIPSTREAM_SCHEMA_REGISTRY_PORT": str(base + 6),
     }
 
 
@@ -185,12 +188,13 @@ def test_external_engines_are_reported_not_started(tmp_path: Path, stack: Stack)
         TRIPSTREAM_KAFKA_BOOTSTRAP=stack.kafka.address()["bootstrap"],
         TRIPSTREAM_FLINK_REST=stack.flink.rest_url,
         TRIPSTREAM_POSTGRES_DSN=stack.postgres.dsn(),
+        TRIPSTREAM_SCHEMA_REGISTRY_URL=stack.registry.address()["url"],
     )
     result = run_cli("up", env=env)
     assert result.returncode == 0, result.stderr
     assert processes_mentioning(str(tmp_path / "state") + "/") == []
     status = json.loads(run_cli("status", "--json", env=env).stdout)
-    for name in ("kafka", "flink", "postgres"):
+    for name in ("kafka", "flink", "postgres", "registry"):
         assert status[name]["state"] == "up"
         assert status[name]["managed"] is False
         assert status[name]["pid"] is None

@@ -25,6 +25,7 @@ from tripstream.events.schema import (
 from tripstream.events.serializers import (
     SERIALIZER_NAMES,
     AvroSerializer,
+    ConfluentAvroSerializer,
     JsonSerializer,
     Serializer,
     avro_schema,
@@ -39,6 +40,7 @@ __all__ = [
     "REQUIRED_FIELDS",
     "SERIALIZER_NAMES",
     "AvroSerializer",
+    "ConfluentAvroSerializer",
     "Emission",
     "EventsError",
     "JsonSerializer",

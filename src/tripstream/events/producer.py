@@ -32,7 +32,7 @@ from tripstream.config import KafkaSettings
 from tripstream.events.errors import EventsError
 from tripstream.events.readers import Reject
 from tripstream.events.schema import TripEvent
-from tripstream.events.serializers import get_serializer, key_for
+from tripstream.events.serializers import Serializer, get_serializer, key_for
 from tripstream.events.synthetic import Malformed
 from tripstream.kafka.topics import TopicLimits, topic_limits
 
@@ -153,7 +153,7 @@ class TripProducer:
 
     def __init__(self, kafka: KafkaSettings, topic: str, fmt: str = "json", key_field: str = "pu_location_id",
                  client_overrides: dict[str, Any] | None = None, timestamps: str = "produce",
-                 limits: TopicLimits | None = None) -> None:
+                 limits: TopicLimits | None = None, serializer: Serializer | None = None) -> None:
         if timestamps not in TIMESTAMP_MODES:
             raise EventsError(f"--timestamp must be {' or '.join(TIMESTAMP_MODES)}, got {timestamps!r}")
         self.timestamps = timestamps
@@ -162,7 +162,8 @@ class TripProducer:
         self.kafka = kafka
         self.topic = topic
         self.fmt = fmt
-        self.serializer = get_serializer(fmt)
+        # A ready serializer (Avro through the registry carries its schema id), else by name.
+        self.serializer = serializer if serializer is not None else get_serializer(fmt)
         if key_field not in TripEvent._fields:
             raise EventsError(f"unknown key field {key_field!r}; choose one of {', '.join(TripEvent._fields)}")
         self.key_field = key_field

@@ -1,4 +1,12 @@
-"""Wire formats for trip events: JSON (Flink ``'json'`` format) and schemaless Avro.
+"""Wire formats for trip events: JSON (Flink ``'json'`` format), Avro through a schema registry
+(the Confluent wire format), and schemaless Avro.
+
+``avro`` is what `tripstream produce --format avro` writes: the Confluent wire format, a magic
+byte 0 and the schema's 4-byte registry id (big-endian) before the Avro binary, which every
+Confluent-compatible consumer (Flink's ``'avro-confluent'`` format, confluent-kafka's
+AvroDeserializer, Kafka Connect) decodes by looking the id up in the registry. The id comes from
+registering the schema (:mod:`tripstream.schemas.registry`), so this serializer is built with it.
+``avro-schemaless`` is the bare binary without that header.
 
 JSON keys follow :data:`FIELDS` order with ``null`` for missing values (orjson writes any stray
 NaN as ``null`` too). Avro is the schemaless binary encoding of ``trip_event.avsc``: every field
@@ -16,6 +24,8 @@ from __future__ import annotations
 import io
 import json
 import math
+import struct
+from collections.abc import Callable
 from datetime import datetime
 from functools import cache
 from importlib import resources
@@ -90,11 +100,11 @@ def avro_schema() -> dict[str, Any]:
 class AvroSerializer:
     """Schemaless Avro binary (no container header, no schema-registry prefix)."""
 
-    name = "avro"
+    name = "avro-schemaless"
     content_type = "application/avro"
 
-    def __init__(self) -> None:
-        self._schema = avro_schema()
+    def __init__(self, schema: dict[str, Any] | None = None) -> None:
+        self._schema = schema if schema is not None else avro_schema()
 
     def serialize(self, event: EventLike) -> bytes:
         """Encode one event; timestamps become wall-clock millis, non-finite floats null."""
@@ -132,15 +142,60 @@ class AvroSerializer:
         return record
 
 
-_SERIALIZERS: dict[str, type[JsonSerializer] | type[AvroSerializer]] = {
+CONFLUENT_MAGIC = 0
+_HEADER = struct.Struct(">bI")  # magic byte, schema id
+
+
+class ConfluentAvroSerializer:
+    """Avro in the Confluent wire format: magic byte 0, the 4-byte schema id, the Avro binary.
+
+    ``schema_id``/``schema``: what :meth:`serialize` writes with (the id the registry gave that
+    schema). ``lookup``: how :meth:`deserialize` gets the writer's schema for any other id (the
+    registry's ``GET /schemas/ids/{id}``), so records written with older versions still decode.
+    """
+
+    name = "avro"
+    content_type = "application/vnd.confluent.avro"
+
+    def __init__(self, schema_id: int | None = None, schema: dict[str, Any] | None = None,
+                 lookup: Callable[[int], dict[str, Any]] | None = None) -> None:
+        self.schema_id = schema_id
+        self._lookup = lookup
+        self._writers: dict[int, AvroSerializer] = {}
+        if schema_id is not None:
+            self._writers[schema_id] = AvroSerializer(fastavro.parse_schema(schema) if schema else avro_schema())
+
+    def serialize(self, event: EventLike) -> bytes:
+        if self.schema_id is None:
+            raise EventsError("the avro format needs the schema's registry id (register it first)")
+        return _HEADER.pack(CONFLUENT_MAGIC, self.schema_id) + self._writers[self.schema_id].serialize(event)
+
+    def deserialize(self, payload: bytes) -> dict[str, Any]:
+        if len(payload) < _HEADER.size or payload[0] != CONFLUENT_MAGIC:
+            raise EventsError("payload is not in the Confluent wire format (no magic byte 0 and schema id)")
+        _, schema_id = _HEADER.unpack_from(payload)
+        writer = self._writers.get(schema_id)
+        if writer is None:
+            if self._lookup is None:
+                raise EventsError(f"payload was written with schema id {schema_id}, which is not known here")
+            writer = self._writers[schema_id] = AvroSerializer(fastavro.parse_schema(self._lookup(schema_id)))
+        return writer.deserialize(payload[_HEADER.size:])
+
+
+_SERIALIZERS: dict[str, Callable[[], Serializer]] = {
     "json": JsonSerializer,
-    "avro": AvroSerializer,
+    "avro": ConfluentAvroSerializer,
+    "avro-schemaless": AvroSerializer,
 }
 SERIALIZER_NAMES: tuple[str, ...] = tuple(_SERIALIZERS)
 
 
 def get_serializer(name: str) -> Serializer:
-    """A serializer by config name ('json' or 'avro'); :class:`EventsError` otherwise."""
+    """A serializer by config name (see :data:`SERIALIZER_NAMES`); :class:`EventsError` otherwise.
+
+    ``avro`` built this way has no schema id yet: the producer registers the schema and builds
+    :class:`ConfluentAvroSerializer` with the id (`tripstream produce --format avro` does).
+    """
     try:
         factory = _SERIALIZERS[name.strip().lower()]
     except (KeyError, AttributeError):

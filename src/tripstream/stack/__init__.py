@@ -1,4 +1,5 @@
-"""The local stack: Kafka, a Flink session cluster and PostgreSQL, as processes on 127.0.0.1.
+"""The local stack: Kafka, a Flink session cluster, PostgreSQL and a schema registry, as processes
+on 127.0.0.1.
 
 ``Stack`` starts the components that are not pointed elsewhere, waits until each answers a real
 request, and on any failure stops what this call started, so a failed ``up`` never leaves a

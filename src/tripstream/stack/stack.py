@@ -15,6 +15,7 @@ from tripstream.stack.flink import FlinkService
 from tripstream.stack.kafka import KafkaService
 from tripstream.stack.postgres import PostgresService
 from tripstream.stack.process import server_user
+from tripstream.stack.registry import RegistryService
 
 
 def parse_components(only: str | Sequence[str] | None) -> list[str]:
@@ -30,13 +31,14 @@ def parse_components(only: str | Sequence[str] | None) -> list[str]:
 
 
 class Stack:
-    """The three engines, local or external, as configured."""
+    """The engines (Kafka, Flink, PostgreSQL, the schema registry), local or external, as configured."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.kafka = KafkaService(settings)
         self.flink = FlinkService(settings)
         self.postgres = PostgresService(settings)
+        self.registry = RegistryService(settings)
 
     def services(self, names: Iterable[str] | None = None) -> list[Service]:
         chosen = parse_components(list(names) if names is not None else None)
@@ -83,7 +85,7 @@ class Stack:
         return timings
 
     def down(self, only: str | Sequence[str] | None = None, purge: bool = False) -> list[str]:
-        """Stop the local components (Flink first, Kafka and PostgreSQL after). Returns those stopped.
+        """Stop the local components (the registry and Flink first, Kafka and PostgreSQL after). Returns those stopped.
 
         ``purge`` first makes sure the state dir is one `up` prepared (see :mod:`statedir`) and
         that each component deletes only its own files, and refuses before stopping anything.
