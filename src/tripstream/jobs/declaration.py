@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from tripstream.errors import ConfigError
-from tripstream.events.schema import FIELDS, field_kind
+from tripstream.events.schema import FIELDS, REQUIRED_FIELDS, field_kind
 from tripstream.jobs.options import parse_duration_ms
 
 TIME_FIELDS = ("pickup_at", "dropoff_at")
@@ -190,6 +190,13 @@ class Declaration:
         """The zone keys the job needs joined, from its keys and filters."""
         used = [*self.keys, *(f.column for f in self.filters)]
         return tuple(k for k in ZONE_KEYS if k in used)
+
+    @property
+    def selective(self) -> bool:
+        """Whether some good trip may not apply: a filter, a key that can be null (an optional
+        field, or a zone the lookup may lack), or a dropoff that may be no usable time."""
+        return bool(self.filters) or self.time_field != "pickup_at" or \
+            any(k not in REQUIRED_FIELDS for k in self.keys)
 
     @property
     def count_column(self) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -41,6 +42,7 @@ class JobSpec(Protocol):
     time_field: str
     count_column: str | None  # the result column counting trips, summed over closed windows by verify
     needs_zones: bool  # it joins the zone lookup (its truth needs the same lookup)
+    selective: bool  # some good trips may not apply: applicable() must be asked
 
     @property
     def result(self) -> ResultTable: ...
@@ -76,6 +78,7 @@ class CodeJob:
     first_end_fn: Callable[[JobOptions, int], int] | None = None
     check_fn: Callable[[JobOptions], None] | None = None
     needs_zones: bool = False
+    selective: bool = False
 
     @property
     def result(self) -> ResultTable:
@@ -153,6 +156,10 @@ class DeclaredJob:
         return bool(self.decl.zone_keys)
 
     @property
+    def selective(self) -> bool:
+        return self.decl.selective
+
+    @property
     def result(self) -> ResultTable:
         return declared_table(self.decl)
 
@@ -190,8 +197,6 @@ def _builtin_files() -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=None)
 def _builtin_declaration(name: str) -> Declaration:
-    import tomllib
-
     entry = _builtin_files()[name]
     return parse_declaration(tomllib.loads(entry.read_text("utf-8")), f"builtin/{entry.name}", name, builtin=True)
 

@@ -103,22 +103,17 @@ def job_late(spec: Any, opts: JobOptions, events: Sequence[tuple[Any, ...]],
     if not spec.windowed or opts.mode == "batch":
         return {}
     time_at = 3 + FIELDS.index(spec.time_field)
-    con = _connect(events, [], zones)
-    try:
-        applicable = spec.applicable(con)
-    finally:
-        con.close()
+    applicable = None
+    if spec.selective:  # which trips apply is the declaration's SQL: ask DuckDB, once
+        con = _connect(events, [], zones)
+        try:
+            applicable = spec.applicable(con)
+        finally:
+            con.close()
     return late_by_partition(events, time_at, opts.watermark_ms, opts.allowed_lateness_ms,
                              lambda t: spec.first_window_end(opts, t),
                              None if applicable is None else (lambda e: e[:3] in applicable),
                              lambda e: event_time(e, spec.time_field) is not None)
-
-
-def first_window_end(job: str, opts: JobOptions, at_ms: int) -> int:
-    """The end of the earliest window of the built-in ``job`` run with ``opts`` holding ``at_ms``."""
-    from tripstream.jobs.registry import resolve
-
-    return resolve(job, opts).first_window_end(opts, at_ms)
 
 
 def derive_late(job: str, opts: JobOptions, events: Sequence[tuple[Any, ...]]) -> dict[tuple[Any, ...], int]:

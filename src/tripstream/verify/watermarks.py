@@ -17,7 +17,7 @@ It is only as good as its faithfulness, so it models nothing it can reuse:
   (:func:`tripstream.verify.payloads.check`, with the default ``earliest_event`` and
   ``max_future`` and the current time): a pickup before 2009 or too far in the future is a bad
   record, kept out of every watermark and left out here (``bad``).
-- *Lateness.* :func:`tripstream.verify.truth.derive_late` for the built-in ``tumbling`` job:
+- *Lateness.* :func:`tripstream.verify.truth.job_late` for the built-in ``tumbling`` job:
   each trip meets its partition's highest pickup so far less the delay, and is late when its
   window's end - 1 ms + the allowed lateness is at or behind that.
 
@@ -57,7 +57,8 @@ from tripstream.events.schema import FIELDS, TripEvent
 from tripstream.events.serializers import get_serializer, key_for
 from tripstream.jobs.options import JobOptions
 from tripstream.verify.payloads import check
-from tripstream.verify.truth import derive_late, first_window_end, partition_watermarks
+from tripstream.jobs.registry import JobSpec, resolve
+from tripstream.verify.truth import job_late, partition_watermarks
 
 ORDERS: tuple[str, ...] = ("file", "event-time")
 TOPIC = "watermarks"  # the topic named in the modelled records' coordinates
@@ -217,13 +218,19 @@ def _percentile(values: Sequence[int], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
+def _tumbling(opts: JobOptions) -> JobSpec:
+    """The built-in tumbling job as run with ``opts`` (its window size from the settings)."""
+    return resolve("tumbling", opts)
+
+
 def window_latencies(events: Sequence[tuple[Any, ...]], settings: ExplorerSettings, delay_ms: int
                      ) -> tuple[list[int], int]:
     """(latency in ms of each window final before the end of input, in end order; windows open at
     the end). See the module docstring for the definitions."""
     watermark_of = {e[:3]: wm for e, wm in partition_watermarks(events, delay_ms)}
     opts = settings.job_options(delay_ms)
-    ends = sorted({first_window_end("tumbling", opts, e[_AT]) for e in events})
+    job = _tumbling(opts)
+    ends = sorted({job.first_window_end(opts, e[_AT]) for e in events})
     current = {part: -np.inf for part in {e[1] for e in events}}  # not read yet: holds windows open
     low = -np.inf if current else np.inf
     clock = -np.inf
@@ -245,11 +252,12 @@ def window_latencies(events: Sequence[tuple[Any, ...]], settings: ExplorerSettin
 def explore_delay(events: Sequence[tuple[Any, ...]], settings: ExplorerSettings, delay_ms: int) -> DelayResult:
     """One delay's result over the stream's events (EVENT_COLUMNS tuples in send order)."""
     opts = settings.job_options(delay_ms)
-    late = derive_late("tumbling", opts, events)
+    job = _tumbling(opts)
+    late = job_late(job, opts, events)
     rows: set[tuple[int, int]] = set()
     lost: set[tuple[int, int]] = set()
     for e in events:
-        row = (first_window_end("tumbling", opts, e[_AT]), e[_ZONE])
+        row = (job.first_window_end(opts, e[_AT]), e[_ZONE])
         rows.add(row)
         if e[:3] in late:
             lost.add(row)
