@@ -21,10 +21,12 @@ them (:class:`Recorder`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from tripstream.events.schema import wall_clock_ms
 from tripstream.jobs.ddl import interval, jdbc_lookup, jdbc_sink, trips_source
-from tripstream.jobs.declaration import ZONE_KEYS, Aggregate, Declaration, Filter, column_kind
+from tripstream.jobs.declaration import MAX_TRIP_MS, ZONE_KEYS, Aggregate, Declaration, Filter, column_kind
 from tripstream.jobs.options import JobOptions
 from tripstream.jobs.tables import declared_table
 from tripstream.jobs.windows import (
@@ -49,10 +51,6 @@ def literal(value: Any, kind: str, dialect: str) -> str:
         return repr(value)
     if kind == "timestamp":
         if dialect == "duckdb":
-            from datetime import datetime
-
-            from tripstream.events.schema import wall_clock_ms
-
             return str(wall_clock_ms(datetime.fromisoformat(value)))
         return f"TIMESTAMP '{value}'"
     return "'" + str(value).replace("'", "''") + "'"
@@ -81,8 +79,6 @@ def applicable_conditions(decl: Declaration, dialect: str) -> list[str]:
     conditions = []
     if decl.time_field == "dropoff_at":
         if dialect == "duckdb":
-            from tripstream.jobs.declaration import MAX_TRIP_MS
-
             conditions.append(f"dropoff_at IS NOT NULL AND dropoff_at BETWEEN pickup_at AND pickup_at + {MAX_TRIP_MS}")
         else:
             conditions.append(f"dropoff_at > {NO_TIME}")
