@@ -97,6 +97,40 @@ class ProduceReport:
                 f"to {self.topic} in {self.seconds:.1f} s ({self.rate():,.0f} events/s){stop}")
 
 
+# How long one nap of StopFlag.wait lasts at most: the delay between a stop and the loop seeing it.
+_STOP_POLL_S = 0.05
+
+
+class StopFlag:
+    """Asks the send loop to stop; safe to set from a signal handler or from another thread.
+
+    It takes no lock. ``threading.Event.set()`` takes the event's lock, and a signal handler runs
+    in the main thread between two bytecodes: when SIGTERM arrived while the main thread was
+    inside ``Event.wait`` holding that lock, the handler waited for itself and the producer hung
+    forever instead of flushing (cpython issue 126434 describes the same for multiprocessing).
+    A plain attribute and short naps cannot deadlock; a stop is seen within ``_STOP_POLL_S``.
+    """
+
+    def __init__(self) -> None:
+        self._stopped = False
+
+    def set(self) -> None:
+        self._stopped = True
+
+    def is_set(self) -> bool:
+        return self._stopped
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds, returning early (True) once the flag is set."""
+        deadline = time.monotonic() + timeout
+        while not self._stopped:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(remaining, _STOP_POLL_S))
+        return True
+
+
 class Pacer:
     """Holds each record back until its clock time, scaled by ``speed``, has come.
 
@@ -105,7 +139,7 @@ class Pacer:
     sent (out-of-order input) goes out at once.
     """
 
-    def __init__(self, speed: float | None, stop: threading.Event) -> None:
+    def __init__(self, speed: float | None, stop: StopFlag) -> None:
         if speed is not None and not speed > 0:
             raise EventsError(f"speed must be positive, got {speed}")
         self.speed = speed
@@ -168,7 +202,7 @@ class TripProducer:
             raise EventsError(f"unknown key field {key_field!r}; choose one of {', '.join(TripEvent._fields)}")
         self.key_field = key_field
         self.config = kafka.client_config(**{**PRODUCER_DEFAULTS, **(client_overrides or {})})
-        self.stop = threading.Event()
+        self.stop = StopFlag()
         try:  # built here so a bad client setting fails before anything is sent
             self.producer = Producer(self.config)
         except KafkaException as exc:
