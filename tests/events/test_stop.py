@@ -13,7 +13,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 
 from tripstream.events.producer import Pacer, StopFlag
 
