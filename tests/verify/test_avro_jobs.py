@@ -1,0 +1,167 @@
+"""Jobs read a topic in Avro (the Confluent wire format, schemas from the registry) as they read
+JSON, and `verify` proves them on it: real trips over three partitions in file order (so
+hundreds are late), written with two versions of the schema (the second adds an optional field),
+with undecodable records among them (wrong magic byte, unknown schema id, truncated, a schema the
+reader cannot resolve) that must land in bad_records with their reason while the job runs on.
+The reasons come from the Java functions (java/udf ConfluentAvro) and from verify's Python
+reading (tripstream.verify.payloads.AvroPayloads); both must agree record by record.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import fastavro
+from confluent_kafka import Producer
+from psycopg import sql
+
+from tests.conftest import ROOT
+from tests.verify.cases import encoded, trip
+from tests.verify.conftest import assert_proven, explain, fresh_topic
+from tripstream.events.producer import TripProducer, file_items
+from tripstream.events.readers import open_trip_file
+from tripstream.events.serializers import ConfluentAvroSerializer, avro_schema_text
+from tripstream.jobs.options import JobOptions
+from tripstream.jobs.registry import declaration_from_file, option_defaults
+from tripstream.jobs.submit import sniff_format, submit
+from tripstream.schemas.registry import value_subject
+from tripstream.stack import Stack
+from tripstream.verify.compare import verify_until
+from tripstream.verify.payloads import AvroPayloads
+
+MONTH = ROOT / "data" / "green_tripdata_2024-10.parquet"
+DECLARED = ROOT / "examples" / "borough_demand.toml"
+TRIPS = 1500
+V1_TRIPS = 800
+UNKNOWN_ID = 2_000_000_007
+OPTS = JobOptions(job="tumbling")
+
+
+def _evolved_schema() -> str:
+    """trip_event.avsc plus an optional field (BACKWARD-compatible: version 2 of the subject)."""
+    schema = json.loads(avro_schema_text())
+    schema["fields"].append({"name": "surge", "type": ["null", "double"], "default": None})
+    return json.dumps(schema)
+
+
+def _unreadable_schema() -> str:
+    """A record whose pickup_at is text: no reader of trip_event.avsc can resolve it."""
+    schema = json.loads(avro_schema_text())
+    for field in schema["fields"]:
+        if field["name"] == "pickup_at":
+            field["type"] = ["null", "string"]
+    return json.dumps(schema)
+
+
+def _raw(schema_id: int, schema_text: str, record: dict[str, Any]) -> bytes:
+    """A record in the wire format written directly with fastavro (values the serializer would fix)."""
+    schema = json.loads(schema_text)
+    for field in schema["fields"]:  # the long the Java reader gets: no logical conversion here
+        field["type"] = [t if not isinstance(t, dict) else t["type"] for t in field["type"]]
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, fastavro.parse_schema(schema), record)
+    return struct.pack(">bI", 0, schema_id) + buffer.getvalue()
+
+
+def _bad_cases(topic: str, v1: int, unreadable: int) -> list[tuple[bytes, str]]:
+    """(payload, reason) for what an Avro topic can hold that is not a trip."""
+    ok = {"event_id": f"{topic}-bad", "taxi_type": "green", "pickup_at": 1_614_585_780_000, "pu_location_id": 7,
+          "total_amount": 10.0}
+    text = avro_schema_text()
+    good = _raw(v1, text, ok)
+    return [
+        (b"\x01" + good[1:], "not Confluent Avro (no magic byte 0)"),
+        (encoded(trip(f"{topic}-json", "2021-03-01 08:03:00")), "not Confluent Avro (no magic byte 0)"),
+        (b"\x00\x00\x01", "not Confluent Avro (shorter than its 5-byte header)"),
+        (struct.pack(">bI", 0, UNKNOWN_ID) + good[5:], f"unknown schema id {UNKNOWN_ID}"),
+        (good[:-6], f"schema id {v1}: not a valid Avro record"),
+        (good + b"\x02\x04", f"schema id {v1}: not a valid Avro record"),
+        (_raw(unreadable, _unreadable_schema(), {**ok, "pickup_at": "2021-03-01 08:03:00"}),
+         f"schema id {unreadable} cannot be read as TripEvent"),
+        (_raw(v1, text, {**ok, "event_id": None}), "missing event_id"),
+        (_raw(v1, text, {**ok, "taxi_type": ""}), "missing taxi_type"),
+        (_raw(v1, text, {**ok, "event_id": "nul\x00inside"}), "event_id: contains NUL"),
+        (_raw(v1, text, {**ok, "store_and_fwd_flag": "\u00e9" * 129}),
+         "store_and_fwd_flag: longer than 128 characters"),
+        (_raw(v1, text, {**ok, "fare_amount": float("nan")}), "fare_amount: not finite"),
+        (_raw(v1, text, {**ok, "dropoff_at": 2**62}), "dropoff_at: timestamp outside years 1 to 9999"),
+        (_raw(v1, text, {**ok, "pickup_at": 4_084_000_000_000}), "pickup_at: too far in the future"),
+        (_raw(v1, text, {**ok, "pickup_at": 915_148_800_000}), "pickup_at: too far in the past"),
+    ]
+
+
+def _produce(stack: Stack, topic: str) -> list[tuple[bytes, str]]:
+    """The month's first trips in Avro (two schema versions) with the bad cases between them."""
+    registry = stack.registry.client()
+    v1 = registry.prepare_value_schema(topic, avro_schema_text())
+    v2 = registry.prepare_value_schema(topic, _evolved_schema())
+    unreadable = registry.register(value_subject(f"{topic}-other"), _unreadable_schema())
+    assert len({v1, v2, unreadable}) == 3
+    items = list(file_items(open_trip_file(MONTH), limit=TRIPS))
+    first = TripProducer(stack.settings.kafka, topic, serializer=ConfluentAvroSerializer(v1)).send(items[:V1_TRIPS])
+    bad = _bad_cases(topic, v1, unreadable)
+    producer = Producer(stack.settings.kafka.client_config(**{"enable.idempotence": True}))
+    for i, (payload, _) in enumerate(bad):
+        producer.produce(topic, value=payload, partition=i % 3)
+    assert producer.flush(30) == 0
+    second = TripProducer(stack.settings.kafka, topic, serializer=ConfluentAvroSerializer(
+        v2, json.loads(_evolved_schema()))).send(items[V1_TRIPS:])
+    assert first.ok and second.ok and first.delivered + second.delivered == TRIPS
+    return bad
+
+
+def _run(stack: Stack, job: str, topic: str) -> str:
+    if job.endswith(".toml"):
+        decl = declaration_from_file(job)
+        opts = JobOptions(job=decl.name, **{**option_defaults(decl), "topic": topic}, until="latest",
+                          parallelism=2, format="avro")
+    else:
+        decl, opts = None, JobOptions(job=job, topic=topic, until="latest", parallelism=2, format="avro")
+    job_id = submit(stack, opts, declaration=decl, timeout=360)
+    assert stack.flink.wait_job_state(job_id, {"FINISHED"}, 360) == "FINISHED", job
+    return opts.job
+
+
+def test_tumbling_and_a_declared_job_on_avro_equal_their_truth_with_bad_records_kept(clean: Stack) -> None:
+    stack = clean
+    topic = fresh_topic(stack, "avro", partitions=3)
+    bad = _produce(stack, topic)
+    assert sniff_format(stack, topic) == "avro"
+
+    # verify's reading alone, against the real registry: every reason as the Java side words it.
+    classify = AvroPayloads(stack.registry.client().schema_text_by_id).check
+    assert [classify(p, OPTS.earliest_ms, OPTS.max_future_ms).reason for p, _ in bad] == [r for _, r in bad]
+
+    with stack.postgres.connect() as conn:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(DECLARED.stem)))
+        conn.execute("DELETE FROM tripstream_tables WHERE table_name = %s", (DECLARED.stem,))
+        conn.commit()
+    with ThreadPoolExecutor(2) as pool:
+        names = list(pool.map(lambda j: _run(stack, j, topic), ["tumbling", str(DECLARED)]))
+
+    for name in names:
+        verdict = verify_until(stack, name, 60)
+        assert_proven(verdict)
+        acc = verdict.accounting
+        assert acc.records == TRIPS + len(bad) and acc.bad == len(bad), explain(verdict)
+        assert acc.counted + acc.late + acc.not_applicable == TRIPS, explain(verdict)
+        assert acc.late > 0 and verdict.rows.compared > 0, explain(verdict)
+    with stack.postgres.connect() as conn:
+        reasons = sorted(r[0] for r in conn.execute(
+            "SELECT reason FROM bad_records WHERE job = 'tumbling' AND kafka_topic = %s", (topic,)))
+    assert reasons == sorted(r for _, r in bad)
+
+
+def test_the_format_is_read_from_the_first_records(clean: Stack) -> None:
+    stack = clean
+    topic = fresh_topic(stack, "sniff", partitions=2)
+    assert sniff_format(stack, topic) is None
+    producer = Producer(stack.settings.kafka.client_config())
+    for i in range(6):
+        producer.produce(topic, value=encoded(trip(f"{topic}-{i}", "2021-03-01 08:03:00")), partition=i % 2)
+    assert producer.flush(30) == 0
+    assert sniff_format(stack, topic) == "json"
