@@ -19,7 +19,7 @@ import fastavro
 from confluent_kafka import Producer
 from psycopg import sql
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
 from tests.verify.cases import encoded, trip
 from tests.verify.conftest import assert_proven, explain, fresh_topic
 from tripstream.events.producer import TripProducer, file_items
@@ -27,7 +27,7 @@ from tripstream.events.readers import open_trip_file
 from tripstream.events.serializers import ConfluentAvroSerializer, avro_schema_text
 from tripstream.jobs.options import JobOptions
 from tripstream.jobs.registry import declaration_from_file, option_defaults
-from tripstream.jobs.submit import sniff_format, submit
+from tripstream.jobs.submit import sniff_format, submissions, submit
 from tripstream.schemas.registry import value_subject
 from tripstream.stack import Stack
 from tripstream.verify.compare import verify_until
@@ -165,3 +165,21 @@ def test_the_format_is_read_from_the_first_records(clean: Stack) -> None:
         producer.produce(topic, value=encoded(trip(f"{topic}-{i}", "2021-03-01 08:03:00")), partition=i % 2)
     assert producer.flush(30) == 0
     assert sniff_format(stack, topic) == "json"
+
+    # Read as Avro anyway: one warning line, the choice recorded, every record bad with its reason.
+    result = run_cli("submit", "tumbling", "--topic", topic, "--format", "avro", "--until", "latest", "--wait")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: the first records of topic {topic!r} look like json, not avro (--format avro); "
+                        "records that do not decode go to bad_records"], result.stderr
+    assert submissions(stack, "tumbling")[-1]["options"]["format"] == "avro"
+    verdict = verify_until(stack, "tumbling", 60)
+    assert_proven(verdict)
+    assert (verdict.accounting.records, verdict.accounting.bad) == (6, 6), explain(verdict)
+
+    # auto: the format comes from the topic, and is said.
+    result = run_cli("submit", "tumbling", "--topic", topic, "--until", "latest", "--wait")
+    assert result.returncode == 0, result.stderr
+    assert f"format: json (from the first records of topic {topic!r})" in result.stderr
+    assert not [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert submissions(stack, "tumbling")[-1]["options"]["format"] == "json"
