@@ -30,7 +30,9 @@ from tripstream.jobs.registry import declaration_from_file, option_defaults
 from tripstream.jobs.submit import sniff_format, submissions, submit
 from tripstream.schemas.registry import value_subject
 from tripstream.stack import Stack
-from tripstream.verify.compare import verify_until
+from tripstream.stack.flink import rest_get
+from tripstream.stack.process import wait_until
+from tripstream.verify.compare import verify, verify_until
 from tripstream.verify.payloads import AvroPayloads
 
 MONTH = ROOT / "data" / "green_tripdata_2024-10.parquet"
@@ -183,3 +185,38 @@ def test_the_format_is_read_from_the_first_records(clean: Stack) -> None:
     assert f"format: json (from the first records of topic {topic!r})" in result.stderr
     assert not [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert submissions(stack, "tumbling")[-1]["options"]["format"] == "json"
+
+
+def _restarts(stack: Stack, job_id: str) -> int:
+    metrics = rest_get(stack.flink.rest, f"/jobs/{job_id}/metrics?get=numRestarts")
+    return int(float(metrics[0]["value"])) if metrics else 0
+
+
+def test_a_registry_that_does_not_answer_restarts_the_job_and_marks_nothing_bad(clean: Stack) -> None:
+    """A schema id first seen while the registry is down is not the record's fault: the job
+    restarts until the registry is back, then counts those records like the others."""
+    stack = clean
+    topic = fresh_topic(stack, "avrodown", partitions=2)
+    registry = stack.registry.client()
+    v1 = registry.prepare_value_schema(topic, avro_schema_text())
+    items = list(file_items(open_trip_file(MONTH), limit=200))
+    assert TripProducer(stack.settings.kafka, topic, serializer=ConfluentAvroSerializer(v1)).send(items[:100]).ok
+    job_id = submit(stack, JobOptions(job="tumbling", topic=topic, checkpoint_interval_ms=2000, format="avro"))
+    wait_until(lambda: verify(stack, "tumbling").ok, 120,
+               "the job reading the first 100 Avro trips")
+    v2 = registry.prepare_value_schema(topic, _evolved_schema())
+    stack.down("registry")
+    try:
+        second = TripProducer(stack.settings.kafka, topic, serializer=ConfluentAvroSerializer(
+            v2, json.loads(_evolved_schema()))).send(items[100:])
+        assert second.ok
+        wait_until(lambda: _restarts(stack, job_id) > 0, 120, "the job restarting while the registry is down")
+        with stack.postgres.connect() as conn:
+            bad = conn.execute("SELECT count(*) FROM bad_records WHERE kafka_topic = %s", (topic,)).fetchone()
+        assert bad == (0,)
+    finally:
+        stack.up("registry")
+    verdict = verify_until(stack, "tumbling", 180)
+    assert_proven(verdict)
+    assert (verdict.accounting.records, verdict.accounting.bad) == (200, 0), explain(verdict)
+    assert stack.flink.job_state(job_id) == "RUNNING"
