@@ -9,18 +9,14 @@ reading (tripstream.verify.payloads.AvroPayloads); both must agree record by rec
 
 from __future__ import annotations
 
-import io
 import json
-import struct
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-import fastavro
 from confluent_kafka import Producer
 from psycopg import sql
 
 from tests.conftest import ROOT, run_cli
-from tests.verify.cases import encoded, trip
+from tests.verify.cases import avro_bad_cases, encoded, evolved_schema, trip, unreadable_schema
 from tests.verify.conftest import assert_proven, explain, fresh_topic
 from tripstream.events.producer import TripProducer, file_items
 from tripstream.events.readers import open_trip_file
@@ -39,79 +35,25 @@ MONTH = ROOT / "data" / "green_tripdata_2024-10.parquet"
 DECLARED = ROOT / "examples" / "borough_demand.toml"
 TRIPS = 1500
 V1_TRIPS = 800
-UNKNOWN_ID = 2_000_000_007
 OPTS = JobOptions(job="tumbling")
-
-
-def _evolved_schema() -> str:
-    """trip_event.avsc plus an optional field (BACKWARD-compatible: version 2 of the subject)."""
-    schema = json.loads(avro_schema_text())
-    schema["fields"].append({"name": "surge", "type": ["null", "double"], "default": None})
-    return json.dumps(schema)
-
-
-def _unreadable_schema() -> str:
-    """A record whose pickup_at is text: no reader of trip_event.avsc can resolve it."""
-    schema = json.loads(avro_schema_text())
-    for field in schema["fields"]:
-        if field["name"] == "pickup_at":
-            field["type"] = ["null", "string"]
-    return json.dumps(schema)
-
-
-def _raw(schema_id: int, schema_text: str, record: dict[str, Any]) -> bytes:
-    """A record in the wire format written directly with fastavro (values the serializer would fix)."""
-    schema = json.loads(schema_text)
-    for field in schema["fields"]:  # the long the Java reader gets: no logical conversion here
-        field["type"] = [t if not isinstance(t, dict) else t["type"] for t in field["type"]]
-    buffer = io.BytesIO()
-    fastavro.schemaless_writer(buffer, fastavro.parse_schema(schema), record)
-    return struct.pack(">bI", 0, schema_id) + buffer.getvalue()
-
-
-def _bad_cases(topic: str, v1: int, unreadable: int) -> list[tuple[bytes, str]]:
-    """(payload, reason) for what an Avro topic can hold that is not a trip."""
-    ok = {"event_id": f"{topic}-bad", "taxi_type": "green", "pickup_at": 1_614_585_780_000, "pu_location_id": 7,
-          "total_amount": 10.0}
-    text = avro_schema_text()
-    good = _raw(v1, text, ok)
-    return [
-        (b"\x01" + good[1:], "not Confluent Avro (no magic byte 0)"),
-        (encoded(trip(f"{topic}-json", "2021-03-01 08:03:00")), "not Confluent Avro (no magic byte 0)"),
-        (b"\x00\x00\x01", "not Confluent Avro (shorter than its 5-byte header)"),
-        (struct.pack(">bI", 0, UNKNOWN_ID) + good[5:], f"unknown schema id {UNKNOWN_ID}"),
-        (good[:-6], f"schema id {v1}: not a valid Avro record"),
-        (good + b"\x02\x04", f"schema id {v1}: not a valid Avro record"),
-        (_raw(unreadable, _unreadable_schema(), {**ok, "pickup_at": "2021-03-01 08:03:00"}),
-         f"schema id {unreadable} cannot be read as TripEvent"),
-        (_raw(v1, text, {**ok, "event_id": None}), "missing event_id"),
-        (_raw(v1, text, {**ok, "taxi_type": ""}), "missing taxi_type"),
-        (_raw(v1, text, {**ok, "event_id": "nul\x00inside"}), "event_id: contains NUL"),
-        (_raw(v1, text, {**ok, "store_and_fwd_flag": "\u00e9" * 129}),
-         "store_and_fwd_flag: longer than 128 characters"),
-        (_raw(v1, text, {**ok, "fare_amount": float("nan")}), "fare_amount: not finite"),
-        (_raw(v1, text, {**ok, "dropoff_at": 2**62}), "dropoff_at: timestamp outside years 1 to 9999"),
-        (_raw(v1, text, {**ok, "pickup_at": 4_084_000_000_000}), "pickup_at: too far in the future"),
-        (_raw(v1, text, {**ok, "pickup_at": 915_148_800_000}), "pickup_at: too far in the past"),
-    ]
 
 
 def _produce(stack: Stack, topic: str) -> list[tuple[bytes, str]]:
     """The month's first trips in Avro (two schema versions) with the bad cases between them."""
     registry = stack.registry.client()
     v1 = registry.prepare_value_schema(topic, avro_schema_text())
-    v2 = registry.prepare_value_schema(topic, _evolved_schema())
-    unreadable = registry.register(value_subject(f"{topic}-other"), _unreadable_schema())
+    v2 = registry.prepare_value_schema(topic, evolved_schema())
+    unreadable = registry.register(value_subject(f"{topic}-other"), unreadable_schema())
     assert len({v1, v2, unreadable}) == 3
     items = list(file_items(open_trip_file(MONTH), limit=TRIPS))
     first = TripProducer(stack.settings.kafka, topic, serializer=ConfluentAvroSerializer(v1)).send(items[:V1_TRIPS])
-    bad = _bad_cases(topic, v1, unreadable)
+    bad = avro_bad_cases(topic, v1, unreadable)
     producer = Producer(stack.settings.kafka.client_config(**{"enable.idempotence": True}))
     for i, (payload, _) in enumerate(bad):
         producer.produce(topic, value=payload, partition=i % 3)
     assert producer.flush(30) == 0
     second = TripProducer(stack.settings.kafka, topic, serializer=ConfluentAvroSerializer(
-        v2, json.loads(_evolved_schema()))).send(items[V1_TRIPS:])
+        v2, json.loads(evolved_schema()))).send(items[V1_TRIPS:])
     assert first.ok and second.ok and first.delivered + second.delivered == TRIPS
     return bad
 
@@ -204,11 +146,11 @@ def test_a_registry_that_does_not_answer_restarts_the_job_and_marks_nothing_bad(
     job_id = submit(stack, JobOptions(job="tumbling", topic=topic, checkpoint_interval_ms=2000, format="avro"))
     wait_until(lambda: verify(stack, "tumbling").ok, 120,
                "the job reading the first 100 Avro trips")
-    v2 = registry.prepare_value_schema(topic, _evolved_schema())
+    v2 = registry.prepare_value_schema(topic, evolved_schema())
     stack.down("registry")
     try:
         second = TripProducer(stack.settings.kafka, topic, serializer=ConfluentAvroSerializer(
-            v2, json.loads(_evolved_schema()))).send(items[100:])
+            v2, json.loads(evolved_schema()))).send(items[100:])
         assert second.ok
         wait_until(lambda: _restarts(stack, job_id) > 0, 120, "the job restarting while the registry is down")
         with stack.postgres.connect() as conn:
