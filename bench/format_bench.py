@@ -10,8 +10,9 @@ machine has 2 shared cores: absolute rates move between runs, ratios much less):
    ``TripProducer`` into a fresh 4-partition topic per format and round; rounds alternate the
    formats so drift hits both alike; the best round of each is reported.
 3. The engine's ceiling: ``tumbling`` into Flink's blackhole sink, bounded at the topic's end,
-   over the same synthetic events in each format (parallelism 2); records over the time the
-   source task ran, not job start-up. Decoding is where the formats differ: one Jackson parse
+   over the same synthetic events in each format (parallelism 2), rounds alternating the
+   formats, the best of each reported; records over the time the source task ran, not job
+   start-up. Decoding is where the formats differ: one Jackson parse
    vs a registry-resolved Avro read in ``PARSE_TRIP``.
 
 Writes ``bench/results/formats-<time>.md`` (and ``.json``) and prints the table. Run with the
@@ -83,29 +84,36 @@ def producer_rates(stack: Stack, events: list[Any], rounds: int) -> dict[str, li
     return rates
 
 
-def engine_ceiling(stack: Stack, n: int, parallelism: int) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
+def engine_ceiling(stack: Stack, n: int, parallelism: int, rounds: int) -> dict[str, list[dict[str, Any]]]:
+    """The same synthetic events in a topic per format; tumbling -> blackhole over each, rounds
+    alternating the formats."""
+    topics = {}
     for fmt in FORMATS:
-        topic = _topic("engine", fmt)
+        topic = topics[fmt] = _topic("engine", fmt)
         ensure_topic(stack.settings.kafka, topic, partitions=4)
         stream = SyntheticStream(11, datetime(2021, 3, 1), rate=2.0, limit=n)
         report = TripProducer(stack.settings.kafka, topic, fmt=fmt,
                               serializer=_serializer(stack, fmt, topic)).send(synthetic_items(stream))
         assert report.ok and count(stack.settings.kafka, topic) == n, report
-        jid = submit(stack, JobOptions(job="tumbling", topic=topic, until="latest", sink="blackhole",
-                                       parallelism=parallelism, format=fmt), timeout=600)
-        stack.flink.wait_job_state(jid, {"FINISHED"}, 1800)
-        detail = rest_get(stack.flink.rest, f"/jobs/{jid}")
-        seconds = detail["vertices"][0]["duration"] / 1000
-        out[fmt] = {"events": n, "source_seconds": round(seconds, 1), "events_per_s": n / seconds,
-                    "job_seconds": round(detail["duration"] / 1000, 1)}
-        print(f"  tumbling->blackhole {fmt}: {out[fmt]['events_per_s']:,.0f} events/s ({seconds:.1f} s)", flush=True)
+    out: dict[str, list[dict[str, Any]]] = {fmt: [] for fmt in FORMATS}
+    for _ in range(rounds):
+        for fmt in FORMATS:
+            jid = submit(stack, JobOptions(job="tumbling", topic=topics[fmt], until="latest", sink="blackhole",
+                                           parallelism=parallelism, format=fmt), timeout=600)
+            stack.flink.wait_job_state(jid, {"FINISHED"}, 1800)
+            detail = rest_get(stack.flink.rest, f"/jobs/{jid}")
+            seconds = detail["vertices"][0]["duration"] / 1000
+            out[fmt].append({"events": n, "source_seconds": round(seconds, 1), "events_per_s": n / seconds,
+                             "job_seconds": round(detail["duration"] / 1000, 1)})
+            print(f"  tumbling->blackhole {fmt}: {n / seconds:,.0f} events/s ({seconds:.1f} s)", flush=True)
     return out
 
 
 def render(r: dict[str, Any]) -> str:
-    size, prod, eng = r["bytes_per_event"], r["producer_events_per_s"], r["engine"]
+    size, prod = r["bytes_per_event"], r["producer_events_per_s"]
+    eng = {f: [x["events_per_s"] for x in runs] for f, runs in r["engine"].items()}
     best = {f: max(v) for f, v in prod.items()}
+    top = {f: max(v) for f, v in eng.items()}
     return "\n".join([
         f"# JSON vs Avro (Confluent wire format), {r['at']}",
         "",
@@ -119,9 +127,10 @@ def render(r: dict[str, Any]) -> str:
         f"| producer events/s on the month, best of {r['rounds']} (all: json "
         f"{', '.join(f'{x:,.0f}' for x in prod['json'])}; avro {', '.join(f'{x:,.0f}' for x in prod['avro'])}) | "
         f"{best['json']:,.0f} | {best['avro']:,.0f} | **{best['avro'] / best['json']:.2f}** |",
-        f"| engine ceiling: tumbling -> blackhole, {r['engine_events']:,} events, parallelism {r['parallelism']} | "
-        f"{eng['json']['events_per_s']:,.0f} | {eng['avro']['events_per_s']:,.0f} | "
-        f"**{eng['avro']['events_per_s'] / eng['json']['events_per_s']:.2f}** |",
+        f"| engine ceiling: tumbling -> blackhole, {r['engine_events']:,} events, parallelism {r['parallelism']}, "
+        f"best of {r['rounds']} (all: json {', '.join(f'{x:,.0f}' for x in eng['json'])}; "
+        f"avro {', '.join(f'{x:,.0f}' for x in eng['avro'])}) | "
+        f"{top['json']:,.0f} | {top['avro']:,.0f} | **{top['avro'] / top['json']:.2f}** |",
         "",
     ])
 
@@ -141,7 +150,7 @@ def main() -> None:
     print(f"  json {sizes['json']:.1f}, avro {sizes['avro']:.1f}", flush=True)
     rates = producer_rates(stack, events, args.rounds)
     print("engine ceiling...", flush=True)
-    engine = engine_ceiling(stack, args.engine_events, args.parallelism)
+    engine = engine_ceiling(stack, args.engine_events, args.parallelism, args.rounds)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     report = {"at": stamp, "command": command,
               "machine": f"{platform.node()}, {platform.machine()}, {len(os.sched_getaffinity(0))} cores",

@@ -72,6 +72,16 @@ def unreadable_schema() -> str:
     return json.dumps(schema)
 
 
+def _varint(value: int) -> bytes:
+    """Avro's variable-length encoding of an already zig-zagged value."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 def avro_raw(schema_id: int, schema_text: str, record: dict[str, Any]) -> bytes:
     """A record in the wire format written directly with fastavro (values the serializer would fix)."""
     schema = json.loads(schema_text)
@@ -95,6 +105,8 @@ def avro_bad_cases(topic: str, v1: int, unreadable: int) -> list[tuple[bytes, st
         (struct.pack(">bI", 0, UNKNOWN_ID) + good[5:], f"unknown schema id {UNKNOWN_ID}"),
         (good[:-6], f"schema id {v1}: not a valid Avro record"),
         (good + b"\x02\x04", f"schema id {v1}: not a valid Avro record"),
+        # event_id claims a 512 MiB string: refused by length, never allocated (the TaskManager lives).
+        (struct.pack(">bI", 0, v1) + b"\x02" + _varint(2**30), f"schema id {v1}: not a valid Avro record"),
         (avro_raw(unreadable, unreadable_schema(), {**ok, "pickup_at": "2021-03-01 08:03:00"}),
          f"schema id {unreadable} cannot be read as TripEvent"),
         (avro_raw(v1, text, {**ok, "event_id": None}), "missing event_id"),

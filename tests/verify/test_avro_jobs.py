@@ -38,23 +38,24 @@ V1_TRIPS = 800
 OPTS = JobOptions(job="tumbling")
 
 
-def _produce(stack: Stack, topic: str) -> list[tuple[bytes, str]]:
+def _produce(stack: Stack, topic: str, trips: int = TRIPS) -> list[tuple[bytes, str]]:
     """The month's first trips in Avro (two schema versions) with the bad cases between them."""
     registry = stack.registry.client()
     v1 = registry.prepare_value_schema(topic, avro_schema_text())
     v2 = registry.prepare_value_schema(topic, evolved_schema())
     unreadable = registry.register(value_subject(f"{topic}-other"), unreadable_schema())
     assert len({v1, v2, unreadable}) == 3
-    items = list(file_items(open_trip_file(MONTH), limit=TRIPS))
-    first = TripProducer(stack.settings.kafka, topic, serializer=ConfluentAvroSerializer(v1)).send(items[:V1_TRIPS])
+    items = list(file_items(open_trip_file(MONTH), limit=trips))
+    half = trips * V1_TRIPS // TRIPS
+    first = TripProducer(stack.settings.kafka, topic, serializer=ConfluentAvroSerializer(v1)).send(items[:half])
     bad = avro_bad_cases(topic, v1, unreadable)
     producer = Producer(stack.settings.kafka.client_config(**{"enable.idempotence": True}))
     for i, (payload, _) in enumerate(bad):
         producer.produce(topic, value=payload, partition=i % 3)
     assert producer.flush(30) == 0
     second = TripProducer(stack.settings.kafka, topic, serializer=ConfluentAvroSerializer(
-        v2, json.loads(evolved_schema()))).send(items[V1_TRIPS:])
-    assert first.ok and second.ok and first.delivered + second.delivered == TRIPS
+        v2, json.loads(evolved_schema()))).send(items[half:])
+    assert first.ok and second.ok and first.delivered + second.delivered == trips
     return bad
 
 
@@ -98,6 +99,28 @@ def test_tumbling_and_a_declared_job_on_avro_equal_their_truth_with_bad_records_
         reasons = sorted(r[0] for r in conn.execute(
             "SELECT reason FROM bad_records WHERE job = 'tumbling' AND kafka_topic = %s", (topic,)))
     assert reasons == sorted(r for _, r in bad)
+
+
+def test_every_other_builtin_and_a_dropoff_time_declaration_read_avro_alike(clean: Stack) -> None:
+    """passthrough, sliding, session, surge, anomalies, and longest_streak (event time: the
+    dropoff, so TRIP_TIME's other overload) on the same kind of topic, smaller."""
+    stack = clean
+    topic = fresh_topic(stack, "avroall", partitions=3)
+    trips = 600
+    bad = _produce(stack, topic, trips)
+    streak = ROOT / "examples" / "longest_streak.toml"
+    with stack.postgres.connect() as conn:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(streak.stem)))
+        conn.execute("DELETE FROM tripstream_tables WHERE table_name = %s", (streak.stem,))
+        conn.commit()
+    jobs = ["passthrough", "sliding", "session", "surge", "anomalies", str(streak)]
+    with ThreadPoolExecutor(2) as pool:
+        names = list(pool.map(lambda j: _run(stack, j, topic), jobs))
+    for name in names:
+        verdict = verify_until(stack, name, 60)
+        assert_proven(verdict)
+        acc = verdict.accounting
+        assert acc.records == trips + len(bad) and acc.bad == len(bad), explain(verdict)
 
 
 def test_the_format_is_read_from_the_first_records(clean: Stack) -> None:

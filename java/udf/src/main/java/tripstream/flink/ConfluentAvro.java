@@ -48,6 +48,21 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMap
  * {@code tripstream.verify.payloads} in Python.
  */
 final class ConfluentAvro {
+    /**
+     * The longest string, bytes or collection a record may claim. Avro allocates what a length
+     * says before it reads: a garbage record claiming a 2 GB string would take the TaskManager's
+     * heap with it, every time the job restarts into it. Nothing in a Kafka record (1 MB by
+     * default) can be longer; past this the record is not valid. Set before Avro's limits class
+     * loads; the shaded copy reads these under its relocated names, so no other Avro is touched.
+     */
+    static final String LIMIT = "1048576";
+
+    static {
+        for (String kind : new String[] {"string", "bytes", "collectionItems"}) {
+            System.setProperty("org.apache.avro.limits." + kind + ".maxLength", LIMIT);
+        }
+    }
+
     static final Schema READER = readerSchema();
 
     private static final ObjectMapper MAPPER = new ObjectMapper();
