@@ -239,7 +239,8 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 300.0, restore_from:
     try:
         job_id = stack.flink.submit_python(Path(runner.__file__), [str(spec_path)], timeout=timeout,
                                            restore_from=restore_from,
-                                           secrets=[password, *sensitive_values(kafka.jobs_client)])
+                                           secrets=[password, *sensitive_values(kafka.jobs_client),
+                                                    stack.settings.schema_registry.password])
     finally:
         spec_path.unlink(missing_ok=True)
     with _history(stack, opts.job).open("a") as fh:
