@@ -552,7 +552,7 @@ def submit(
         "state_retention_ms": _duration(state_retention, "--state-retention", allow_zero=True),
         "surge_ratio": surge_ratio, "surge_min_trips": surge_min_trips, "earliest_event": earliest_event,
         "max_future_ms": _duration(max_future, "--max-future", allow_zero=True), "sink": sink,
-        "format": None if format.strip().lower() == "auto" else format.strip().lower(),
+        "format": format.strip().lower(),
     })
     from tripstream.jobs.registry import resolve
 
@@ -564,13 +564,6 @@ def submit(
     name = spec.name
     stack = Stack(settings())
     notes: list[str] = []
-    if format.strip().lower() == "auto":
-        from dataclasses import replace
-
-        from tripstream.jobs.submit import sniff_format
-
-        opts = replace(opts, format=sniff_format(stack, opts.topic) or "json")
-        err.print(f"format: {opts.format} (from the first records of topic {opts.topic!r})", highlight=False)
     restore = restore_point(stack, name) if resume else from_savepoint
     with err.status(f"submitting {name}..."):
         job_id = submit_job(stack, opts, restore_from=restore, declaration=decl, notes=notes)

@@ -71,6 +71,8 @@ def kafka_source(name: str, opts: JobOptions, conn: Mapping[str, Any], time_fiel
     """
     bounds = f"payload, CAST({opts.earliest_ms} AS BIGINT), CAST({opts.max_future_ms} AS BIGINT)"
     time_args = bounds if time_field == "pickup_at" else f"{bounds}, '{time_field}'"
+    if opts.format not in ("json", "avro"):
+        raise ValueError(f"the payload format must be decided before the job is built, got {opts.format!r}")
     if opts.format == "avro":
         registry = json.dumps(conn["schema_registry"], sort_keys=True).replace("'", "''")
         decoding = f"'avro', '{registry}'"

@@ -100,7 +100,8 @@ class JobOptions:
     max_future_ms: int = 86_400_000
     sink: str = "jdbc"  # "blackhole" discards the results: the engine's own ceiling, for benchmarks
     # How the topic's values are encoded: "json", or "avro" (the Confluent wire format, writer
-    # schemas from the schema registry). Decoded by PARSE_TRIP in either case (java/udf).
+    # schemas from the schema registry). Decoded by PARSE_TRIP in either case (java/udf). "auto"
+    # is decided by `submit` from the topic's first records, so a job never runs with it.
     format: str = "json"
 
     def __post_init__(self) -> None:
@@ -125,8 +126,8 @@ class JobOptions:
             raise ConfigError(f"--earliest-event must be an ISO wall-clock time, got {self.earliest_event!r}") from None
         if self.sink not in ("jdbc", "blackhole"):
             raise ConfigError(f"--sink must be jdbc or blackhole, got {self.sink!r}")
-        if self.format not in PAYLOAD_FORMATS:
-            raise ConfigError(f"--format must be {' or '.join(PAYLOAD_FORMATS)}, got {self.format!r}")
+        if self.format not in (*PAYLOAD_FORMATS, "auto"):
+            raise ConfigError(f"--format must be {', '.join(PAYLOAD_FORMATS)} or auto, got {self.format!r}")
         if self.max_future_ms < 0:
             raise ConfigError(f"--max-future must not be negative, got {self.max_future_ms} ms")
         if self.surge_ratio <= 1 or self.surge_min_trips < 1 or self.surge_baseline_windows < 1:

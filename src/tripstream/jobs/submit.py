@@ -14,6 +14,7 @@ import re
 import time
 import urllib.error
 import urllib.parse
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +179,8 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 300.0, restore_from:
     """Create the tables, refuse a duplicate, submit (restored when asked), wait until it runs.
 
     ``declaration`` is a declared job's (a built-in declared job's is found by name); what was
-    done to its table is appended to ``notes``.
+    done to its table is appended to ``notes``, and so is the format ``auto`` chose, or a warning
+    when the topic's first records do not look like the format asked for.
     """
     from tripstream.kafka.topics import topic_partitions
 
@@ -211,9 +213,13 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 300.0, restore_from:
             (notes if notes is not None else []).extend(ensure_table(conn, job.decl))
             if job.needs_zones:
                 load_zones(conn, _zone_lookup())
+    seen = sniff_format(stack, opts.topic)
+    if opts.format == "auto":
+        opts = replace(opts, format=seen or "json")
+        if notes is not None:
+            notes.append(f"format: {opts.format} (from the first records of topic {opts.topic!r})")
     if opts.format == "avro":
         stack.registry.client().ping()  # one line naming the registry when it does not answer
-    seen = sniff_format(stack, opts.topic)
     if seen is not None and seen != opts.format and notes is not None:
         notes.append(f"warning: the first records of topic {opts.topic!r} look like {seen}, not {opts.format} "
                      f"(--format {opts.format}); records that do not decode go to bad_records")
