@@ -113,7 +113,7 @@ fetch_jars kafka
 fetch_jars flink -DexcludeTransitive=true
 
 # --- tripstream's own Flink functions (java/udf): the payload parser the jobs ship ---------
-udf_key=$(digest java/udf/pom.xml $(find java/udf/src -type f | sort))
+udf_key=$(digest java/udf/pom.xml src/tripstream/events/trip_event.avsc $(find java/udf/src -type f | sort))
 udf_jar=build/jars/functions/tripstream-flink-functions.jar
 if ! fresh functions "$udf_key" || [ ! -f "$udf_jar" ]; then
   say "building the Flink functions jar with Maven"

@@ -527,6 +527,7 @@ def submit(
     earliest_event: Annotated[str, typer.Option(help="A pickup before this is a bad record.")] = "2009-01-01 00:00:00",
     max_future: Annotated[str, typer.Option(help="A pickup further ahead of now is a bad record.")] = "1d",
     sink: Annotated[str, typer.Option(help="jdbc (PostgreSQL) or blackhole (discard: the engine's ceiling).")] = "jdbc",
+    format: Annotated[str, typer.Option("--format", help="The topic's values: json, avro (Confluent wire format, schemas from the registry) or auto (from its first records; json when empty).")] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Start from the job's latest savepoint or retained checkpoint.")] = False,
     from_savepoint: Annotated[Optional[Path], typer.Option(help="Start from this savepoint or checkpoint directory.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="With --until latest: return when the job has finished.")] = False,
@@ -551,6 +552,7 @@ def submit(
         "state_retention_ms": _duration(state_retention, "--state-retention", allow_zero=True),
         "surge_ratio": surge_ratio, "surge_min_trips": surge_min_trips, "earliest_event": earliest_event,
         "max_future_ms": _duration(max_future, "--max-future", allow_zero=True), "sink": sink,
+        "format": format.strip().lower(),
     })
     from tripstream.jobs.registry import resolve
 
@@ -561,8 +563,8 @@ def submit(
         raise ConfigError("--wait needs --until latest (an unbounded job never finishes)")
     name = spec.name
     stack = Stack(settings())
-    restore = restore_point(stack, name) if resume else from_savepoint
     notes: list[str] = []
+    restore = restore_point(stack, name) if resume else from_savepoint
     with err.status(f"submitting {name}..."):
         job_id = submit_job(stack, opts, restore_from=restore, declaration=decl, notes=notes)
     for note in notes:

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
+import struct
 from typing import Any
+
+import fastavro
+
+from tripstream.events.serializers import avro_schema_text
+
+# A schema id no registry here gives out.
+UNKNOWN_ID = 2_000_000_007
 
 
 def trip(event_id: str, pickup: str, zone: int = 701, **extra: Any) -> dict[str, Any]:
@@ -44,4 +53,69 @@ def bad_cases(prefix: str) -> list[tuple[bytes | None, str]]:
         (encoded({**ok, "dropoff_at": "yesterday"}), "dropoff_at: expected timestamp YYYY-MM-DD HH:MM:SS"),
         (encoded({**ok, "pickup_at": "2099-06-01 08:00:00"}), "pickup_at: too far in the future"),
         (encoded({**ok, "pickup_at": "1999-06-01 08:00:00"}), "pickup_at: too far in the past"),
+    ]
+
+
+def evolved_schema() -> str:
+    """trip_event.avsc plus an optional field (BACKWARD-compatible: version 2 of the subject)."""
+    schema = json.loads(avro_schema_text())
+    schema["fields"].append({"name": "surge", "type": ["null", "double"], "default": None})
+    return json.dumps(schema)
+
+
+def unreadable_schema() -> str:
+    """A record whose pickup_at is text: no reader of trip_event.avsc can resolve it."""
+    schema = json.loads(avro_schema_text())
+    for field in schema["fields"]:
+        if field["name"] == "pickup_at":
+            field["type"] = ["null", "string"]
+    return json.dumps(schema)
+
+
+def _varint(value: int) -> bytes:
+    """Avro's variable-length encoding of an already zig-zagged value."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def avro_raw(schema_id: int, schema_text: str, record: dict[str, Any]) -> bytes:
+    """A record in the wire format written directly with fastavro (values the serializer would fix)."""
+    schema = json.loads(schema_text)
+    for field in schema["fields"]:  # the long the Java reader gets: no logical conversion here
+        field["type"] = [t if not isinstance(t, dict) else t["type"] for t in field["type"]]
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, fastavro.parse_schema(schema), record)
+    return struct.pack(">bI", 0, schema_id) + buffer.getvalue()
+
+
+def avro_bad_cases(topic: str, v1: int, unreadable: int) -> list[tuple[bytes, str]]:
+    """(payload, reason) for what an Avro topic can hold that is not a trip."""
+    ok = {"event_id": f"{topic}-bad", "taxi_type": "green", "pickup_at": 1_614_585_780_000, "pu_location_id": 7,
+          "total_amount": 10.0}
+    text = avro_schema_text()
+    good = avro_raw(v1, text, ok)
+    return [
+        (b"\x01" + good[1:], "not Confluent Avro (no magic byte 0)"),
+        (encoded(trip(f"{topic}-json", "2021-03-01 08:03:00")), "not Confluent Avro (no magic byte 0)"),
+        (b"\x00\x00\x01", "not Confluent Avro (shorter than its 5-byte header)"),
+        (struct.pack(">bI", 0, UNKNOWN_ID) + good[5:], f"unknown schema id {UNKNOWN_ID}"),
+        (good[:-6], f"schema id {v1}: not a valid Avro record"),
+        (good + b"\x02\x04", f"schema id {v1}: not a valid Avro record"),
+        # event_id claims a 512 MiB string: refused by length, never allocated (the TaskManager lives).
+        (struct.pack(">bI", 0, v1) + b"\x02" + _varint(2**30), f"schema id {v1}: not a valid Avro record"),
+        (avro_raw(unreadable, unreadable_schema(), {**ok, "pickup_at": "2021-03-01 08:03:00"}),
+         f"schema id {unreadable} cannot be read as TripEvent"),
+        (avro_raw(v1, text, {**ok, "event_id": None}), "missing event_id"),
+        (avro_raw(v1, text, {**ok, "taxi_type": ""}), "missing taxi_type"),
+        (avro_raw(v1, text, {**ok, "event_id": "nul\x00inside"}), "event_id: contains NUL"),
+        (avro_raw(v1, text, {**ok, "store_and_fwd_flag": "\u00e9" * 129}),
+         "store_and_fwd_flag: longer than 128 characters"),
+        (avro_raw(v1, text, {**ok, "fare_amount": float("nan")}), "fare_amount: not finite"),
+        (avro_raw(v1, text, {**ok, "dropoff_at": 2**62}), "dropoff_at: timestamp outside years 1 to 9999"),
+        (avro_raw(v1, text, {**ok, "pickup_at": 4_084_000_000_000}), "pickup_at: too far in the future"),
+        (avro_raw(v1, text, {**ok, "pickup_at": 915_148_800_000}), "pickup_at: too far in the past"),
     ]

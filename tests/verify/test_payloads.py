@@ -6,9 +6,10 @@ import pytest
 
 from tripstream.events.schema import FIELDS, event_time_ms
 from tripstream.jobs.options import JobOptions
-from tripstream.verify.payloads import check
+from tripstream.events.serializers import avro_schema_text
+from tripstream.verify.payloads import AvroPayloads, check
 
-from tests.verify.cases import bad_cases, encoded, trip
+from tests.verify.cases import avro_bad_cases, avro_raw, bad_cases, encoded, evolved_schema, trip, unreadable_schema
 
 OPTS = JobOptions(job="tumbling")
 
@@ -34,3 +35,19 @@ def test_unknown_fields_are_allowed_and_the_future_bound_is_relative_to_now() ->
     now = event_time_ms("2029-12-31 12:00:00")
     assert check(encoded(data), OPTS.earliest_ms, OPTS.max_future_ms, now_ms=now).reason is None
     assert check(encoded(data), OPTS.earliest_ms, 3_600_000, now_ms=now).reason == "pickup_at: too far in the future"
+
+
+def test_avro_payloads_get_the_reasons_the_java_side_gives() -> None:
+    """Pure logic with the registry's answers given: (the jobs' agreement is tested on Flink, in
+    test_avro_jobs)."""
+    texts = {1: avro_schema_text(), 2: evolved_schema(), 3: unreadable_schema()}
+    classify = AvroPayloads(texts.get).check
+    bad = avro_bad_cases("unit", 1, 3)
+    assert [classify(p, OPTS.earliest_ms, OPTS.max_future_ms).reason for p, _ in bad] == [r for _, r in bad]
+    good = {"event_id": "e", "taxi_type": "green", "pickup_at": 1_614_585_780_250, "pu_location_id": 7,
+            "passenger_count": 2, "fare_amount": 5.5}
+    for schema_id in (1, 2):
+        verdict = classify(avro_raw(schema_id, texts[schema_id], good), OPTS.earliest_ms, OPTS.max_future_ms)
+        values = dict(zip(FIELDS, verdict.values))
+        assert values["pickup_at"] == 1_614_585_780_250 and values["passenger_count"] == 2
+        assert values["fare_amount"] == 5.5 and values["dropoff_at"] is None

@@ -146,6 +146,17 @@ CONFLUENT_MAGIC = 0
 _HEADER = struct.Struct(">bI")  # magic byte, schema id
 
 
+def split_confluent(payload: bytes) -> tuple[int, bytes]:
+    """(schema id, Avro binary) of a Confluent wire-format payload; :class:`EventsError` with the
+    reason the jobs give (``java/udf`` ConfluentAvro) when it has no such header."""
+    if not payload or payload[0] != CONFLUENT_MAGIC:
+        raise EventsError("not Confluent Avro (no magic byte 0)")
+    if len(payload) < _HEADER.size:
+        raise EventsError("not Confluent Avro (shorter than its 5-byte header)")
+    _, schema_id = _HEADER.unpack_from(payload)
+    return schema_id, payload[_HEADER.size:]
+
+
 class ConfluentAvroSerializer:
     """Avro in the Confluent wire format: magic byte 0, the 4-byte schema id, the Avro binary.
 
@@ -171,9 +182,7 @@ class ConfluentAvroSerializer:
         return _HEADER.pack(CONFLUENT_MAGIC, self.schema_id) + self._writers[self.schema_id].serialize(event)
 
     def deserialize(self, payload: bytes) -> dict[str, Any]:
-        if len(payload) < _HEADER.size or payload[0] != CONFLUENT_MAGIC:
-            raise EventsError("payload is not in the Confluent wire format (no magic byte 0 and schema id)")
-        _, schema_id = _HEADER.unpack_from(payload)
+        schema_id, _ = split_confluent(payload)
         writer = self._writers.get(schema_id)
         if writer is None:
             if self._lookup is None:

@@ -9,6 +9,7 @@ decided per partition, in :mod:`tripstream.jobs.windows`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -62,9 +63,21 @@ def kafka_source(name: str, opts: JobOptions, conn: Mapping[str, Any], time_fiel
     with its reason instead of failing the job or vanishing. The rowtime ``time_field`` is
     ``TRIP_TIME``: a good trip's pickup (or its dropoff, when usable), else 1970-01-01, so a bad
     record or an absurd dropoff never moves the watermark.
+
+    A topic in Avro (``opts.format``) passes the format and the schema registry's settings (a
+    JSON text from the spec's connections) to both functions, which read the Confluent wire
+    format themselves (see java/udf ConfluentAvro): unlike Flink's ``avro-confluent`` format,
+    which fails the job on a record it cannot decode, they give such a record a reason.
     """
     bounds = f"payload, CAST({opts.earliest_ms} AS BIGINT), CAST({opts.max_future_ms} AS BIGINT)"
     time_args = bounds if time_field == "pickup_at" else f"{bounds}, '{time_field}'"
+    if opts.format not in ("json", "avro"):
+        raise ValueError(f"the payload format must be decided before the job is built, got {opts.format!r}")
+    if opts.format == "avro":
+        registry = json.dumps(conn["schema_registry"], sort_keys=True).replace("'", "''")
+        decoding = f"'avro', '{registry}'"
+        time_args = f"{bounds}, '{time_field}', {decoding}"
+        bounds = f"{bounds}, {decoding}"
     options = {
         "connector": "kafka",
         "topic": opts.topic,

@@ -13,6 +13,7 @@ from typing import Any
 
 from tripstream.errors import ConfigError
 
+PAYLOAD_FORMATS = ("json", "avro")
 _JOB_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 
 _UNITS_MS = {"ms": 1, "s": 1000, "sec": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -98,6 +99,10 @@ class JobOptions:
     earliest_event: str = "2009-01-01 00:00:00"  # the first TLC trip records are from 2009
     max_future_ms: int = 86_400_000
     sink: str = "jdbc"  # "blackhole" discards the results: the engine's own ceiling, for benchmarks
+    # How the topic's values are encoded: "json", or "avro" (the Confluent wire format, writer
+    # schemas from the schema registry). Decoded by PARSE_TRIP in either case (java/udf). "auto"
+    # is decided by `submit` from the topic's first records, so a job never runs with it.
+    format: str = "json"
 
     def __post_init__(self) -> None:
         if not _JOB_NAME.match(self.job):
@@ -121,6 +126,8 @@ class JobOptions:
             raise ConfigError(f"--earliest-event must be an ISO wall-clock time, got {self.earliest_event!r}") from None
         if self.sink not in ("jdbc", "blackhole"):
             raise ConfigError(f"--sink must be jdbc or blackhole, got {self.sink!r}")
+        if self.format not in (*PAYLOAD_FORMATS, "auto"):
+            raise ConfigError(f"--format must be {', '.join(PAYLOAD_FORMATS)} or auto, got {self.format!r}")
         if self.max_future_ms < 0:
             raise ConfigError(f"--max-future must not be negative, got {self.max_future_ms} ms")
         if self.surge_ratio <= 1 or self.surge_min_trips < 1 or self.surge_baseline_windows < 1:

@@ -14,6 +14,7 @@ import re
 import time
 import urllib.error
 import urllib.parse
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -145,12 +146,41 @@ def check_restorable(stack: Stack, name: str, restore_from: Path) -> None:
                        f"(tripstream submit {name} --startup earliest)")
 
 
+def sniff_format(stack: Stack, topic: str, records: int = 20) -> str | None:
+    """What the topic's first records look like: ``avro`` (Confluent wire format: magic byte 0),
+    ``json`` (an object), or None (empty topic, or neither shape in the majority)."""
+    from tripstream.kafka.topics import end_offsets, read_ranges, start_offsets
+
+    start = start_offsets(stack.settings.kafka, topic, "earliest", "tripstream-sniff")
+    end = end_offsets(stack.settings.kafka, topic)
+    per_partition = max(1, records // max(1, len(end)))
+    ranges = {p: (start.get(p, 0), min(end.get(p, 0), start.get(p, 0) + per_partition)) for p in end}
+    votes = {"avro": 0, "json": 0, None: 0}
+    for message in read_ranges(stack.settings.kafka, topic, ranges):
+        value = message.value() or b""
+        shape = "avro" if value[:1] == b"\x00" and len(value) >= 5 else \
+            "json" if value.lstrip()[:1] == b"{" else None
+        votes[shape] += 1
+    best = max(votes, key=lambda k: votes[k])
+    return best if votes[best] * 2 > sum(votes.values()) else None
+
+
+def registry_connection(stack: Stack) -> dict[str, str]:
+    """The schema registry settings an Avro job's functions use: url, basic auth, CA file."""
+    reg = stack.settings.schema_registry
+    if reg.client_cert or reg.client_key:
+        raise JobError("schema_registry.client_cert/client_key: the jobs do not present a client certificate to "
+                       "the registry yet; use basic auth (schema_registry.username/password) for Avro jobs")
+    return {"url": reg.base_url, "username": reg.username, "password": reg.password, "ca_file": reg.ca_file}
+
+
 def submit(stack: Stack, opts: JobOptions, timeout: float = 300.0, restore_from: Path | None = None,
            declaration: Declaration | None = None, notes: list[str] | None = None) -> str:
     """Create the tables, refuse a duplicate, submit (restored when asked), wait until it runs.
 
     ``declaration`` is a declared job's (a built-in declared job's is found by name); what was
-    done to its table is appended to ``notes``.
+    done to its table is appended to ``notes``, and so is the format ``auto`` chose, or a warning
+    when the topic's first records do not look like the format asked for.
     """
     from tripstream.kafka.topics import topic_partitions
 
@@ -183,7 +213,20 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 300.0, restore_from:
             (notes if notes is not None else []).extend(ensure_table(conn, job.decl))
             if job.needs_zones:
                 load_zones(conn, _zone_lookup())
+    seen = sniff_format(stack, opts.topic)
+    if opts.format == "auto":
+        opts = replace(opts, format=seen or "json")
+        if notes is not None:
+            notes.append(f"format: {opts.format} (from the first records of topic {opts.topic!r})")
+    if opts.format == "avro":
+        stack.registry.client().ping()  # one line naming the registry when it does not answer
+    if seen is not None and seen != opts.format and notes is not None:
+        notes.append(f"warning: the first records of topic {opts.topic!r} look like {seen}, not {opts.format} "
+                     f"(--format {opts.format}); records that do not decode go to bad_records")
     url, user, password = stack.postgres.jdbc()
+    connections: dict[str, Any] = {}
+    if opts.format == "avro":
+        connections["schema_registry"] = registry_connection(stack)
     spec = {
         "options": opts.as_dict(),
         **job.as_record(),
@@ -192,6 +235,7 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 300.0, restore_from:
             "kafka_client": kafka.jobs_properties(),
             "jdbc_url": url, "jdbc_user": user, "jdbc_password": password,
             "functions_jar": str(functions_jar),
+            **connections,
         },
     }
     offsets = _offsets_seen(stack, opts, restored=restore_from is not None)
@@ -201,12 +245,13 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 300.0, restore_from:
     try:
         job_id = stack.flink.submit_python(Path(runner.__file__), [str(spec_path)], timeout=timeout,
                                            restore_from=restore_from,
-                                           secrets=[password, *sensitive_values(kafka.jobs_client)])
+                                           secrets=[password, *sensitive_values(kafka.jobs_client),
+                                                    stack.settings.schema_registry.password])
     finally:
         spec_path.unlink(missing_ok=True)
     with _history(stack, opts.job).open("a") as fh:
         fh.write(json.dumps({"id": job_id, "at": time.time(), "options": opts.as_dict(), **job.as_record(),
-                             "topic": opts.topic,
+                             "topic": opts.topic, "format": opts.format,
                              "offsets": offsets, "lateness_rule": LATENESS_RULE,
                              "restored_from": str(restore_from) if restore_from else None}) + "\n")
     stack.flink.wait_job_state(job_id, {"RUNNING", "FINISHED"}, timeout, starting=True)

@@ -92,6 +92,11 @@ def _readable(reader: Any, writer: Any, path: str, problems: list[tuple[str, str
     return True
 
 
+def readable(reader: dict[str, Any], writer: dict[str, Any]) -> bool:
+    """Whether every record written with ``writer`` can be read as ``reader`` (Avro's resolution)."""
+    return _readable(reader, writer, "", [], {})
+
+
 def _field_type(schema: dict[str, Any], dotted: str) -> Any:
     node: Any = schema
     for part in dotted.split("."):

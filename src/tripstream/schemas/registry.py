@@ -147,6 +147,20 @@ class Registry:
             raise self._refused(f"schema id {schema_id}", exc) from None
         return json.loads(schema.schema_str)
 
+    def schema_text_by_id(self, schema_id: int) -> str | None:
+        """The text of the schema with a registry id, None when the registry knows no such id.
+
+        A registry that does not answer raises :class:`RegistryUnavailable`: that says nothing
+        about the records written with the id.
+        """
+        try:
+            schema = self._call(f"schema id {schema_id}", self.client.get_schema, schema_id)
+        except SchemaRegistryError as exc:
+            if exc.error_code in _NOT_FOUND or exc.http_status_code == 404:
+                return None
+            raise self._refused(f"schema id {schema_id}", exc) from None
+        return str(schema.schema_str)
+
     def compatibility(self, subject: str) -> str:
         """The subject's compatibility level (its own, else the registry's default)."""
         for target in (subject, None):

@@ -27,7 +27,7 @@ from tripstream.jobs.options import JobOptions
 from tripstream.jobs.windows import LATENESS_RULE_TEXT
 from tripstream.stack import Stack
 from tripstream.verify.errors import VerifyError
-from tripstream.verify.payloads import check, ms_to_datetime
+from tripstream.verify.payloads import AvroPayloads, check, ms_to_datetime
 from tripstream.verify.truth import compute, event_time, event_tuple, job_late
 
 EXAMPLES = 5
@@ -193,11 +193,14 @@ def verify(stack: Stack, job: str, file: Path | None = None, now_ms: int | None 
 
     events: list[tuple[Any, ...]] = []
     bad_truth: dict[tuple[Any, ...], str] = {}
+    classify = check
+    if opts.format == "avro" and file is None:
+        classify = AvroPayloads(stack.registry.client().schema_text_by_id).check
     for key, item in records:
         if file is not None:
             events.append(event_tuple(key, item))
             continue
-        verdict = check(item, opts.earliest_ms, opts.max_future_ms, now_ms)
+        verdict = classify(item, opts.earliest_ms, opts.max_future_ms, now_ms)
         if verdict.reason is None:
             events.append((*key, *verdict.values))
         else:

@@ -3,18 +3,31 @@
 The jobs decode payloads with ``PARSE_TRIP`` (java/udf, Jackson); this is the same rule set
 written again in Python, independently, so the batch truth does not trust the code under test.
 Checks run field by field in schema order; the first problem is the reason, worded as in Java.
+
+Topics in the Confluent Avro wire format (``submit --format avro``) are classified by
+:class:`AvroPayloads`: the header read by :func:`tripstream.events.serializers.split_confluent`,
+the writer schema fetched from the registry once per id, the record read with it resolved against
+the bundled ``trip_event.avsc`` (fastavro), then the field rules the Java side applies to Avro
+values (``TripPayload.checkAvro``).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+import fastavro
+
+from tripstream.events.errors import EventsError
 from tripstream.events.schema import FIELDS, REQUIRED_FIELDS, field_kind
+from tripstream.events.serializers import avro_schema_text, split_confluent
+from tripstream.schemas.evolution import readable
 
 _TIMESTAMP = re.compile(r"(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?")
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
@@ -117,6 +130,99 @@ def check(payload: bytes | None, earliest_ms: int, max_future_ms: int, now_ms: i
             if value is None:
                 return Checked(f"{name}: expected timestamp YYYY-MM-DD HH:MM:SS", None)
         values.append(value)
+    return _bounded(values, earliest_ms, max_future_ms, now_ms)
+
+
+# The TIMESTAMP(3) range Flink holds (years 1 to 9999), as the Java side bounds Avro timestamps.
+MIN_TIME_MS, MAX_TIME_MS = -62_135_596_800_000, 253_402_300_799_999
+
+
+def _without_logical_types(schema: Any) -> Any:
+    """The schema with no logicalType: timestamps read as the longs Java's GenericDatumReader gives."""
+    if isinstance(schema, dict):
+        return {k: _without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
+    if isinstance(schema, list):
+        return [_without_logical_types(v) for v in schema]
+    return schema
+
+
+class AvroPayloads:
+    """Classify Confluent Avro payloads; ``lookup`` gives a schema id's text (None: unknown id).
+
+    Each id is looked up once. A registry that does not answer raises from ``lookup``: a verdict
+    then would blame the records for the registry.
+    """
+
+    def __init__(self, lookup: Callable[[int], str | None]) -> None:
+        self._lookup = lookup
+        self._reader_json = json.loads(avro_schema_text())
+        self._reader = fastavro.parse_schema(_without_logical_types(self._reader_json))
+        self._writers: dict[int, tuple[Any, str | None]] = {}
+
+    def _writer(self, schema_id: int) -> tuple[Any, str | None]:
+        if schema_id not in self._writers:
+            text = self._lookup(schema_id)
+            unreadable = f"schema id {schema_id} cannot be read as TripEvent"
+            if text is None:
+                self._writers[schema_id] = (None, f"unknown schema id {schema_id}")
+            else:
+                try:
+                    writer = json.loads(text)
+                    ok = isinstance(writer, dict) and writer.get("type") == "record" \
+                        and readable(self._reader_json, writer)
+                    parsed = fastavro.parse_schema(_without_logical_types(writer)) if ok else None
+                except Exception:  # noqa: BLE001 - any schema fastavro cannot take is unreadable
+                    ok, parsed = False, None
+                self._writers[schema_id] = (parsed, None) if ok else (None, unreadable)
+        return self._writers[schema_id]
+
+    def check(self, payload: bytes | None, earliest_ms: int, max_future_ms: int,
+              now_ms: int | None = None) -> Checked:
+        """The verdict on one payload, worded as ``TripPayload.checkAvro``."""
+        if not payload:
+            return Checked("empty payload", None)
+        try:
+            schema_id, body = split_confluent(payload)
+        except EventsError as exc:
+            return Checked(str(exc), None)
+        writer, problem = self._writer(schema_id)
+        if problem is not None:
+            return Checked(problem, None)
+        buffer = io.BytesIO(body)
+        try:
+            record = fastavro.schemaless_reader(buffer, writer, self._reader)
+            complete = buffer.tell() == len(body)
+        except Exception:  # noqa: BLE001 - truncated, garbage, bad UTF-8: the record is not valid
+            complete, record = False, None
+        if not complete or not isinstance(record, dict):
+            return Checked(f"schema id {schema_id}: not a valid Avro record", None)
+        values: list[Any] = []
+        for name in FIELDS:
+            value = record.get(name)
+            kind = field_kind(name)
+            required = name in REQUIRED_FIELDS
+            if value is None or (required and value == ""):
+                if required:
+                    return Checked(f"missing {name}", None)
+                values.append(None)
+                continue
+            if kind == "str":
+                if "\x00" in value:
+                    return Checked(f"{name}: contains NUL", None)
+                if len(value) > TEXT_LIMIT:
+                    return Checked(f"{name}: longer than {TEXT_LIMIT} characters", None)
+            elif kind == "float":
+                if not math.isfinite(value):
+                    return Checked(f"{name}: not finite", None)
+            elif kind not in ("int",):
+                if not MIN_TIME_MS <= value <= MAX_TIME_MS:
+                    return Checked(f"{name}: timestamp outside years 1 to 9999", None)
+            values.append(value)
+        return _bounded(values, earliest_ms, max_future_ms, now_ms)
+
+
+def _bounded(values: list[Any], earliest_ms: int, max_future_ms: int, now_ms: int | None) -> Checked:
+    """The pickup bounds, the last check of either format."""
     pickup_ms = values[FIELDS.index("pickup_at")]
     if pickup_ms < earliest_ms:
         return Checked("pickup_at: too far in the past", None)

@@ -13,4 +13,11 @@ public class ParseTrip extends ScalarFunction {
     public @DataTypeHint(TripPayload.ROW_TYPE) Row eval(byte[] payload, Long earliestMs, Long maxFutureMs) {
         return TripPayload.of(payload, earliestMs, maxFutureMs).row;
     }
+
+    /** {@code PARSE_TRIP(payload, earliest_ms, max_future_ms, format, registry)}: format {@code json} or
+     * {@code avro} (Confluent wire format; {@code registry} is the schema registry's settings as JSON). */
+    public @DataTypeHint(TripPayload.ROW_TYPE) Row eval(byte[] payload, Long earliestMs, Long maxFutureMs,
+                                                        String format, String registry) {
+        return TripPayload.of(payload, earliestMs, maxFutureMs, format, registry).row;
+    }
 }

@@ -72,18 +72,22 @@ final class TripPayload {
     private final byte[] payload;
     private final long earliestMs;
     private final long maxFutureMs;
+    /** The schema registry's settings (JSON) for Confluent Avro payloads; null for JSON ones. */
+    private final String registry;
     final Row row;
     final LocalDateTime eventTime;
     /** The dropoff when it is a usable event time (see {@link #MAX_TRIP_MS}), else {@link #NO_TIME}. */
     final LocalDateTime dropoffTime;
 
-    private TripPayload(byte[] payload, long earliestMs, long maxFutureMs) {
+    private TripPayload(byte[] payload, long earliestMs, long maxFutureMs, String registry) {
         // A copy: the memo must not see a buffer its caller later reuses for another record.
         this.payload = payload == null ? null : payload.clone();
         this.earliestMs = earliestMs;
         this.maxFutureMs = maxFutureMs;
+        this.registry = registry;
         Object[] values = new Object[FIELDS.length + 2];
-        String reason = check(payload, values, earliestMs, maxFutureMs);
+        String reason = registry == null ? check(payload, values, earliestMs, maxFutureMs)
+            : checkAvro(ConfluentAvro.forSettings(registry), payload, values, earliestMs, maxFutureMs);
         if (reason != null) {
             Arrays.fill(values, null);
             values[FIELDS.length] = reason;
@@ -98,12 +102,28 @@ final class TripPayload {
     }
 
     static TripPayload of(byte[] payload, long earliestMs, long maxFutureMs) {
+        return of(payload, earliestMs, maxFutureMs, "json", null);
+    }
+
+    /**
+     * A payload of the given format: {@code json}, or {@code avro} (the Confluent wire format,
+     * writer schemas from the registry whose settings {@code registry} holds as JSON).
+     */
+    static TripPayload of(byte[] payload, long earliestMs, long maxFutureMs, String format, String registry) {
+        String avro;
+        if ("avro".equals(format)) {
+            avro = registry;
+        } else if ("json".equals(format)) {
+            avro = null;
+        } else {
+            throw new IllegalArgumentException("tripstream: unknown payload format " + format);
+        }
         TripPayload last = LAST.get();
         if (last != null && last.earliestMs == earliestMs && last.maxFutureMs == maxFutureMs
-                && Arrays.equals(last.payload, payload)) {
+                && java.util.Objects.equals(last.registry, avro) && Arrays.equals(last.payload, payload)) {
             return last;
         }
-        TripPayload parsed = new TripPayload(payload, earliestMs, maxFutureMs);
+        TripPayload parsed = new TripPayload(payload, earliestMs, maxFutureMs, avro);
         LAST.set(parsed);
         return parsed;
     }
@@ -169,6 +189,71 @@ final class TripPayload {
                         return name + ": expected timestamp YYYY-MM-DD HH:MM:SS";
                     }
                     values[i] = time;
+            }
+        }
+        long pickupMs = ((LocalDateTime) values[3]).toInstant(ZoneOffset.UTC).toEpochMilli();
+        if (pickupMs < earliestMs) {
+            return "pickup_at: too far in the past";
+        }
+        if (pickupMs > System.currentTimeMillis() + maxFutureMs) {
+            return "pickup_at: too far in the future";
+        }
+        return null;
+    }
+
+    /** The earliest and latest TIMESTAMP(3) Flink holds: years 0001 to 9999. */
+    static final long MIN_TIME_MS = -62_135_596_800_000L;
+    static final long MAX_TIME_MS = 253_402_300_799_999L;
+
+    /**
+     * {@link #check} for a Confluent Avro payload: decoded with its writer schema (see
+     * {@link ConfluentAvro}), then the same field rules in the same order. Avro's types leave fewer
+     * ways to be wrong (a zone id is an int), but null and empty required fields, NUL, overlong
+     * text, non-finite numbers and timestamps outside years 1..9999 are still possible.
+     */
+    static String checkAvro(ConfluentAvro avro, byte[] payload, Object[] values, long earliestMs, long maxFutureMs) {
+        if (payload == null || payload.length == 0) {
+            return "empty payload";
+        }
+        String undecodable = avro.decode(payload, values);
+        if (undecodable != null) {
+            return undecodable;
+        }
+        for (int i = 0; i < FIELDS.length; i++) {
+            String name = FIELDS[i];
+            char kind = KINDS.charAt(i);
+            Object value = values[i];
+            boolean required = Character.isUpperCase(kind);
+            if (value == null || (required && "".equals(value))) {
+                if (required) {
+                    return "missing " + name;
+                }
+                continue;
+            }
+            switch (Character.toLowerCase(kind)) {
+                case 's':
+                    String text = (String) value;
+                    if (text.indexOf('\u0000') >= 0) {
+                        return name + ": contains NUL";
+                    }
+                    if (text.codePointCount(0, text.length()) > TEXT_LIMIT) {
+                        return name + ": longer than " + TEXT_LIMIT + " characters";
+                    }
+                    break;
+                case 'i':
+                    break;
+                case 'f':
+                    if (!Double.isFinite((Double) value)) {
+                        return name + ": not finite";
+                    }
+                    break;
+                default:
+                    long ms = (Long) value;
+                    if (ms < MIN_TIME_MS || ms > MAX_TIME_MS) {
+                        return name + ": timestamp outside years 1 to 9999";
+                    }
+                    values[i] = LocalDateTime.ofEpochSecond(Math.floorDiv(ms, 1000L),
+                        (int) Math.floorMod(ms, 1000L) * 1_000_000, ZoneOffset.UTC);
             }
         }
         long pickupMs = ((LocalDateTime) values[3]).toInstant(ZoneOffset.UTC).toEpochMilli();

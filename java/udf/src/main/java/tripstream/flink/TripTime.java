@@ -24,4 +24,11 @@ public class TripTime extends ScalarFunction {
         TripPayload trip = TripPayload.of(payload, earliestMs, maxFutureMs);
         return "dropoff_at".equals(field) ? trip.dropoffTime : trip.eventTime;
     }
+
+    /** With the payload's format and the schema registry's settings (see {@link ParseTrip}). */
+    public @DataTypeHint("TIMESTAMP(3)") LocalDateTime eval(byte[] payload, Long earliestMs, Long maxFutureMs,
+                                                            String field, String format, String registry) {
+        TripPayload trip = TripPayload.of(payload, earliestMs, maxFutureMs, format, registry);
+        return "dropoff_at".equals(field) ? trip.dropoffTime : trip.eventTime;
+    }
 }
