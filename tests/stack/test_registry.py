@@ -105,6 +105,25 @@ def test_a_breaking_change_is_refused_before_anything_is_sent(stack: Stack) -> N
     assert client.get_versions(subject) == [1]
 
 
+def test_under_full_dropping_a_field_without_a_default_is_refused(stack: Stack) -> None:
+    """BACKWARD lets a new version drop a field (its readers ignore it); FULL also protects the old
+    readers, which need a field that has no default: the refusal names the field and the rule."""
+    topic = _topic()
+    subject = f"{topic}-value"
+    client = _client(stack)
+    earlier = _schema(add=[{"name": "driver_id", "type": "string"}])  # required, no default
+    client.register_schema(subject, Schema(json.dumps(earlier), "AVRO"))
+    client.set_compatibility(subject, "FULL")
+    result = _produce(topic)  # the bundled schema has no driver_id
+    assert result.returncode == 3, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "field 'driver_id' is dropped and has no default (FORWARD" in lines[0], lines[0]
+    assert "(FULL)" in lines[0], lines[0]
+    assert topic_partitions(stack.settings.kafka, topic) is None
+    assert client.get_versions(subject) == [1]
+
+
 def test_an_optional_field_is_accepted_and_a_required_one_is_not(stack: Stack, tmp_path: Path) -> None:
     topic = _topic()
     assert _produce(topic).returncode == 0
