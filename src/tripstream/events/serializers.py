@@ -34,6 +34,7 @@ from typing import Any, Mapping, Protocol
 import fastavro
 import orjson
 
+from tripstream.events.avro_writer import Unsupported, compile_record_writer
 from tripstream.events.errors import EventsError
 from tripstream.events.schema import (
     FIELDS,
@@ -105,6 +106,8 @@ class AvroSerializer:
 
     def __init__(self, schema: dict[str, Any] | None = None) -> None:
         self._schema = schema if schema is not None else avro_schema()
+        # The compiled writer for a flat schema (None: every record goes through fastavro).
+        self._fast = compile_record_writer(self._schema)
 
     def serialize(self, event: EventLike) -> bytes:
         """Encode one event; timestamps become wall-clock millis, non-finite floats null."""
@@ -117,6 +120,11 @@ class AvroSerializer:
             value = record[name]
             if isinstance(value, float) and not math.isfinite(value):
                 record[name] = None
+        if self._fast is not None:
+            try:
+                return self._fast(record)
+            except (Unsupported, OverflowError, struct.error):
+                pass  # fastavro writes it, or names what is wrong with it
         buffer = io.BytesIO()
         try:
             fastavro.schemaless_writer(buffer, self._schema, record)
