@@ -19,6 +19,7 @@ from tests.conftest import ROOT, run_cli
 from tests.verify.cases import avro_bad_cases, encoded, evolved_schema, trip, unreadable_schema
 from tests.verify.conftest import assert_proven, explain, fresh_topic
 from tripstream.events.producer import TripProducer, file_items
+from tripstream.health import Thresholds, check_health
 from tripstream.events.readers import open_trip_file
 from tripstream.events.serializers import ConfluentAvroSerializer, avro_schema_text
 from tripstream.jobs.options import JobOptions
@@ -179,6 +180,10 @@ def test_a_registry_that_does_not_answer_restarts_the_job_and_marks_nothing_bad(
         with stack.postgres.connect() as conn:
             bad = conn.execute("SELECT count(*) FROM bad_records WHERE kafka_topic = %s", (topic,)).fetchone()
         assert bad == (0,)
+        # `health` says so: the registry does not answer, and the job has restarted.
+        report = check_health(stack, Thresholds(jobs=("tumbling",), samples=1))
+        failing = {(f.subject, f.check) for f in report.findings if not f.ok}
+        assert {("registry", "reachable"), ("tumbling", "restarts")} <= failing, report.findings
     finally:
         stack.up("registry")
     verdict = verify_until(stack, "tumbling", 180)
