@@ -72,6 +72,18 @@ def test_event_time_order_is_a_stable_sort(sample_events: tuple[list[TripEvent],
     assert [event_time_ms(e.pickup_at) for e in events] != times  # the file itself is not ordered
 
 
+@pytest.mark.parametrize("order", ["file", "event-time"])
+def test_timed_records_carry_each_pickup_as_the_event_time(tmp_path: Path, order: str) -> None:
+    """The producer's pacing clock comes from the reader: it must be the event's own time."""
+    csv = write_csv(yellow_table(), tmp_path / "yellow_tripdata_2024-01.csv")
+    for source in (open_trip_file(SAMPLE), open_trip_file(csv)):
+        timed = list(source.timed_records(order=order))
+        assert [item for _, item in timed] == list(source.records(order=order))
+        assert any(isinstance(item, Reject) for _, item in timed) or source.path == SAMPLE
+        for clock, item in timed:
+            assert clock == (None if isinstance(item, Reject) else event_time_ms(item.pickup_at))
+
+
 def test_limit_and_bounds(sample_events: tuple[list[TripEvent], list[Reject]]) -> None:
     events, _ = sample_events
     source = open_trip_file(SAMPLE)

@@ -366,9 +366,8 @@ class TripProducer:
 
 
 def file_items(source: Any, **kwargs: Any) -> Iterator[tuple[int | None, Item]]:
-    """A TLC file's records with their event time as the pacing clock."""
-    for item in source.records(**kwargs):
-        yield (None if isinstance(item, Reject) else item.event_time_ms), item
+    """A TLC file's records with their event time (the pickup, epoch ms) as the pacing clock."""
+    return source.timed_records(**kwargs)
 
 
 def synthetic_items(stream: Any) -> Iterator[tuple[int | None, Item]]:

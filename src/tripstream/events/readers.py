@@ -347,6 +347,21 @@ class TripSource:
         pickups in ``[start, end)`` (naive wall-clock). Rejects are reported for every row scanned,
         whatever its pickup, because a bad row has no trustworthy time.
         """
+        return (item for _, item in self.timed_records(order=order, limit=limit, start=start, end=end))
+
+    def timed_records(
+        self,
+        *,
+        order: Order = "file",
+        limit: int | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> Iterator[tuple[int | None, TripEvent | Reject]]:
+        """:meth:`records` with each event's pickup in epoch ms (None for a reject).
+
+        The reader has the pickup as a number already; the producer's pacing clock takes it
+        from here instead of parsing the event's text again (a fifth of reading a file).
+        """
         if order not in ("file", "event-time"):
             raise EventsError(f"unknown order {order!r}; use 'file' or 'event-time'")
         if limit is not None and limit < 0:
@@ -357,18 +372,18 @@ class TripSource:
 
     def _records(
         self, order: str, limit: int | None, lo: int | None, hi: int | None
-    ) -> Iterator[TripEvent | Reject]:
+    ) -> Iterator[tuple[int | None, TripEvent | Reject]]:
         if limit == 0:
             return
         emitted = 0
         for item in self._converted(order):
             if isinstance(item, Reject):
-                yield item
+                yield None, item
                 continue
             event, seconds = item
             if (lo is not None and seconds < lo) or (hi is not None and seconds >= hi):
                 continue
-            yield event
+            yield seconds * 1000, event
             emitted += 1
             if limit is not None and emitted >= limit:
                 return
