@@ -19,9 +19,9 @@ from tests.conftest import ROOT, run_cli
 from tests.verify.cases import avro_bad_cases, encoded, evolved_schema, trip, unreadable_schema
 from tests.verify.conftest import assert_proven, explain, fresh_topic
 from tripstream.events.producer import TripProducer, file_items
-from tripstream.health import Thresholds, check_health
 from tripstream.events.readers import open_trip_file
 from tripstream.events.serializers import ConfluentAvroSerializer, avro_schema_text
+from tripstream.health import Thresholds, check_health
 from tripstream.jobs.options import JobOptions
 from tripstream.jobs.registry import declaration_from_file, option_defaults
 from tripstream.jobs.submit import sniff_format, submissions, submit
@@ -156,6 +156,29 @@ def test_the_format_is_read_from_the_first_records(clean: Stack) -> None:
 def _restarts(stack: Stack, job_id: str) -> int:
     metrics = rest_get(stack.flink.rest, f"/jobs/{job_id}/metrics?get=numRestarts")
     return int(float(metrics[0]["value"])) if metrics else 0
+
+
+def test_a_running_job_reads_an_evolved_schema_without_a_restart(clean: Stack) -> None:
+    """A new schema version (an added optional field) reaches a job mid-run: it fetches the new
+    writer schema by its id and reads old and new records alike, without failing over."""
+    stack = clean
+    topic = fresh_topic(stack, "avroevolve", partitions=2)
+    registry = stack.registry.client()
+    v1 = registry.prepare_value_schema(topic, avro_schema_text())
+    items = list(file_items(open_trip_file(MONTH), limit=200))
+    assert TripProducer(stack.settings.kafka, topic, serializer=ConfluentAvroSerializer(v1)).send(items[:100]).ok
+    job_id = submit(stack, JobOptions(job="tumbling", topic=topic, checkpoint_interval_ms=2000, format="avro"))
+    first = verify_until(stack, "tumbling", 120)  # the first 100 trips, schema version 1
+    assert_proven(first)
+    assert first.accounting.records == 100, explain(first)
+    v2 = registry.prepare_value_schema(topic, evolved_schema())
+    assert v2 != v1
+    assert TripProducer(stack.settings.kafka, topic, serializer=ConfluentAvroSerializer(
+        v2, json.loads(evolved_schema()))).send(items[100:]).ok
+    verdict = verify_until(stack, "tumbling", 180)
+    assert_proven(verdict)
+    assert (verdict.accounting.records, verdict.accounting.bad) == (200, 0), explain(verdict)
+    assert stack.flink.job_state(job_id) == "RUNNING" and _restarts(stack, job_id) == 0
 
 
 def test_a_registry_that_does_not_answer_restarts_the_job_and_marks_nothing_bad(clean: Stack) -> None:
