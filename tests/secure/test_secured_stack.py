@@ -28,10 +28,11 @@ from confluent_kafka.admin import AdminClient
 
 from tests.conftest import ROOT, run_cli
 from tests.secure.certs import Pki, make_pki
+from tests.secure.mtls_gate import MutualTlsGate
 from tripstream.config import Settings, load_settings
 from tripstream.stack import Stack
 from tripstream.stack.flink import RestEndpoint, rest_get
-from tripstream.stack.process import wait_until
+from tripstream.stack.process import hand_over, wait_until
 
 _OFFSET = int(os.environ.get("TRIPSTREAM_TEST_PORT_OFFSET", "0")) + 50
 STATE = ROOT / ".tripstream-test-secure"
@@ -260,3 +261,48 @@ def test_avro_through_sasl_ssl_and_the_registry_over_https(secured: Secured) -> 
     assert rc == 1 and len(_lines(err)) == 1 and "does not answer" in err, err  # no plain http
     rc, _, err = secured.cli("schema", "show", "--topic", topic, TRIPSTREAM_SCHEMA_REGISTRY_CA_FILE="")
     assert rc == 1 and len(_lines(err)) == 1 and "CERTIFICATE_VERIFY_FAILED" in err, err  # the CA is needed
+
+
+def test_an_avro_job_reads_through_a_registry_that_wants_a_client_certificate(secured: Secured) -> None:
+    """The registry behind a mutual-TLS gate (an ingress, as many run it), set as an external
+    registry: the CLI and the job's functions present schema_registry.client_cert/client_key."""
+    topic = f"{TOPIC}-avro-mtls"
+    base = secured.settings.schema_registry.base_url
+    upstream = base.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    gate = MutualTlsGate(("127.0.0.1", int(upstream[1])), secured.pki.ca, secured.pki.chain, secured.pki.key)
+    # The TaskManagers read the certificate and key as the account they run as, so that account
+    # gets its own copy (a deployment puts them on every TaskManager's disk the same way).
+    client = secured.tls / "registry-client"
+    client.mkdir(mode=0o700, exist_ok=True)
+    cert, key = client / "client-chain.pem", client / "client.key"
+    shutil.copyfile(secured.pki.chain, cert)
+    shutil.copyfile(secured.pki.key, key)
+    key.chmod(0o600)
+    hand_over(secured.stack.flink.run_user(), client)
+    try:
+        env = {"TRIPSTREAM_SCHEMA_REGISTRY_URL": base.replace(f":{upstream[1]}/", f":{gate.port}/"),
+               "TRIPSTREAM_SCHEMA_REGISTRY_CLIENT_CERT": str(cert),
+               "TRIPSTREAM_SCHEMA_REGISTRY_CLIENT_KEY": str(key)}
+        rc, _, err = secured.cli("produce", "--synthetic", "--topic", topic, "--limit", "40", "--rate", "2",
+                                 "--format", "avro", "--quiet", **env)
+        assert rc == 0 and "delivered 40, failed 0" in err, err
+        refused_before = gate.refused
+        rc, _, err = secured.cli("schema", "show", "--topic", topic, **{**env, "TRIPSTREAM_SCHEMA_REGISTRY_CLIENT_CERT": "",
+                                                                      "TRIPSTREAM_SCHEMA_REGISTRY_CLIENT_KEY": ""})
+        assert rc == 1 and len(_lines(err)) == 1, err  # no certificate: the gate refuses it
+        assert gate.refused > refused_before
+
+        # The job's functions fetch the writer schema through the gate, with the certificate.
+        # (Its table still holds the first test's windows, from another topic: emptied, as the
+        # README tells anyone moving a job to a new topic.)
+        with secured.stack.postgres.connect() as conn:
+            conn.execute("TRUNCATE tumbling_zone_stats")
+            conn.commit()
+        rc, out, err = secured.cli("submit", "tumbling", "--topic", topic, "--format", "avro", "--until", "latest",
+                                   "--wait", timeout=400, **env)
+        assert rc == 0, out + err
+        rc, out, err = secured.cli("verify", "tumbling", "--wait", "120", **env)
+        assert rc == 0 and "verdict: PASS" in out, out + err
+        assert "read 40 records" in out and re.search(r"rejected as bad +0\b", out), out
+    finally:
+        gate.close()

@@ -166,12 +166,11 @@ def sniff_format(stack: Stack, topic: str, records: int = 20) -> str | None:
 
 
 def registry_connection(stack: Stack) -> dict[str, str]:
-    """The schema registry settings an Avro job's functions use: url, basic auth, CA file."""
+    """The schema registry settings an Avro job's functions use: url, basic auth, CA file, and the
+    client certificate and key for mutual TLS (PEM paths, read on the TaskManagers)."""
     reg = stack.settings.schema_registry
-    if reg.client_cert or reg.client_key:
-        raise JobError("schema_registry.client_cert/client_key: the jobs do not present a client certificate to "
-                       "the registry yet; use basic auth (schema_registry.username/password) for Avro jobs")
-    return {"url": reg.base_url, "username": reg.username, "password": reg.password, "ca_file": reg.ca_file}
+    return {"url": reg.base_url, "username": reg.username, "password": reg.password, "ca_file": reg.ca_file,
+            "client_cert": reg.client_cert, "client_key": reg.client_key}
 
 
 def submit(stack: Stack, opts: JobOptions, timeout: float = 300.0, restore_from: Path | None = None,

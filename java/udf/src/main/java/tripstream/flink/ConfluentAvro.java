@@ -12,14 +12,22 @@ import java.nio.CharBuffer;
 import java.nio.charset.CharacterCodingException;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.KeyFactory;
 import java.security.KeyStore;
+import java.security.PrivateKey;
 import java.security.cert.Certificate;
 import java.security.cert.CertificateFactory;
+import java.security.spec.PKCS8EncodedKeySpec;
 import java.time.Duration;
 import java.util.Base64;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
+import javax.net.ssl.KeyManager;
+import javax.net.ssl.KeyManagerFactory;
 import javax.net.ssl.SSLContext;
+import javax.net.ssl.TrustManager;
 import javax.net.ssl.TrustManagerFactory;
 import org.apache.avro.Schema;
 import org.apache.avro.SchemaCompatibility;
@@ -105,13 +113,15 @@ final class ConfluentAvro {
             (user + ":" + text(settings, "password")).getBytes(StandardCharsets.UTF_8));
         HttpClient.Builder builder = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(10));
         String caFile = text(settings, "ca_file");
-        if (!caFile.isEmpty()) {
-            builder.sslContext(trusting(caFile));
+        String clientCert = text(settings, "client_cert");
+        String clientKey = text(settings, "client_key");
+        if (!caFile.isEmpty() || !clientCert.isEmpty()) {
+            builder.sslContext(tlsContext(caFile, clientCert, clientKey));
         }
         http = builder.build();
     }
 
-    /** The decoder for one registry (its settings as JSON: url, username, password, ca_file). */
+    /** The decoder for one registry (its settings as JSON: url, username, password, ca_file, client_cert, client_key). */
     static ConfluentAvro forSettings(String settingsJson) {
         return BY_SETTINGS.computeIfAbsent(settingsJson, ConfluentAvro::new);
     }
@@ -212,22 +222,71 @@ final class ConfluentAvro {
         }
     }
 
-    private static SSLContext trusting(String caFile) {
-        try (InputStream in = new FileInputStream(caFile)) {
-            KeyStore store = KeyStore.getInstance(KeyStore.getDefaultType());
-            store.load(null, null);
-            int n = 0;
-            for (Certificate cert : CertificateFactory.getInstance("X.509").generateCertificates(in)) {
-                store.setCertificateEntry("ca-" + n++, cert);
+    /**
+     * TLS to the registry: trusting the CA file's certificates (else the JVM's own CAs), and
+     * presenting a client certificate when one is given (mutual TLS). The key is a PEM PKCS#8
+     * file ("BEGIN PRIVATE KEY", RSA or EC), as openssl writes them; the certificate file may
+     * hold its chain.
+     */
+    private static SSLContext tlsContext(String caFile, String certFile, String keyFile) {
+        TrustManager[] trusted = null;
+        KeyManager[] keys = null;
+        if (!caFile.isEmpty()) {
+            try (InputStream in = new FileInputStream(caFile)) {
+                KeyStore store = KeyStore.getInstance(KeyStore.getDefaultType());
+                store.load(null, null);
+                int n = 0;
+                for (Certificate cert : CertificateFactory.getInstance("X.509").generateCertificates(in)) {
+                    store.setCertificateEntry("ca-" + n++, cert);
+                }
+                TrustManagerFactory trust = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
+                trust.init(store);
+                trusted = trust.getTrustManagers();
+            } catch (Exception e) {
+                throw new IllegalStateException("tripstream: cannot read the schema registry's CA file " + caFile + ": " + e, e);
             }
-            TrustManagerFactory trust = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
-            trust.init(store);
+        }
+        if (!certFile.isEmpty()) {
+            String keyPath = keyFile.isEmpty() ? certFile : keyFile;
+            try (InputStream in = new FileInputStream(certFile)) {
+                Certificate[] chain = CertificateFactory.getInstance("X.509").generateCertificates(in)
+                    .toArray(new Certificate[0]);
+                if (chain.length == 0) {
+                    throw new IllegalArgumentException("no certificate in it");
+                }
+                PrivateKey key = pkcs8Key(Files.readString(Path.of(keyPath), StandardCharsets.US_ASCII),
+                    chain[0].getPublicKey().getAlgorithm());
+                char[] none = new char[0];
+                KeyStore store = KeyStore.getInstance("PKCS12");
+                store.load(null, null);
+                store.setKeyEntry("client", key, none, chain);
+                KeyManagerFactory factory = KeyManagerFactory.getInstance(KeyManagerFactory.getDefaultAlgorithm());
+                factory.init(store, none);
+                keys = factory.getKeyManagers();
+            } catch (Exception e) {
+                throw new IllegalStateException("tripstream: cannot use the schema registry client certificate "
+                    + certFile + " with key " + keyPath + " (on this TaskManager, as the account it runs as): " + e, e);
+            }
+        }
+        try {
             SSLContext context = SSLContext.getInstance("TLS");
-            context.init(null, trust.getTrustManagers(), null);
+            context.init(keys, trusted, null);
             return context;
         } catch (Exception e) {
-            throw new IllegalStateException("tripstream: cannot read the schema registry's CA file " + caFile + ": " + e, e);
+            throw new IllegalStateException("tripstream: cannot set up TLS to the schema registry: " + e, e);
         }
+    }
+
+    private static PrivateKey pkcs8Key(String pem, String algorithm) throws Exception {
+        String begin = "-----BEGIN PRIVATE KEY-----";
+        int from = pem.indexOf(begin);
+        int to = pem.indexOf("-----END PRIVATE KEY-----");
+        if (from < 0 || to < from) {
+            throw new IllegalArgumentException("the key is not a PEM PKCS#8 private key (BEGIN PRIVATE KEY); "
+                + "convert it with: openssl pkcs8 -topk8 -nocrypt");
+        }
+        byte[] der = Base64.getMimeDecoder().decode(pem.substring(from + begin.length(), to));
+        return KeyFactory.getInstance(algorithm).generatePrivate(new PKCS8EncodedKeySpec(der));
     }
 
     private static String text(JsonNode node, String key) {
