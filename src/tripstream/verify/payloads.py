@@ -18,7 +18,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -98,38 +98,9 @@ def check(payload: bytes | None, earliest_ms: int, max_future_ms: int, now_ms: i
         return Checked("not JSON", None)
     if not isinstance(doc, dict):
         return Checked("not a JSON object", None)
-    values: list[Any] = []
-    for name in FIELDS:
-        value = doc.get(name)
-        kind = field_kind(name)
-        required = name in REQUIRED_FIELDS
-        if value is None or (required and value == ""):
-            if required:
-                return Checked(f"missing {name}", None)
-            values.append(None)
-            continue
-        if kind == "str":
-            if not isinstance(value, str):
-                return Checked(f"{name}: expected text", None)
-            if "\x00" in value:
-                return Checked(f"{name}: contains NUL", None)
-            if len(value) > TEXT_LIMIT:
-                return Checked(f"{name}: longer than {TEXT_LIMIT} characters", None)
-        elif kind == "int":
-            value = _whole(value)
-            if value is None:
-                return Checked(f"{name}: expected integer", None)
-        elif kind == "float":
-            value = _number(value)
-            if value is None:
-                return Checked(f"{name}: expected number", None)
-            if not math.isfinite(value):
-                return Checked(f"{name}: not finite", None)
-        else:
-            value = _timestamp_ms(value)
-            if value is None:
-                return Checked(f"{name}: expected timestamp YYYY-MM-DD HH:MM:SS", None)
-        values.append(value)
+    values = _fields(doc, _json_value)
+    if isinstance(values, Checked):
+        return values
     return _bounded(values, earliest_ms, max_future_ms, now_ms)
 
 
@@ -196,29 +167,59 @@ class AvroPayloads:
             complete, record = False, None
         if not complete or not isinstance(record, dict):
             return Checked(f"schema id {schema_id}: not a valid Avro record", None)
-        values: list[Any] = []
-        for name in FIELDS:
-            value = record.get(name)
-            kind = field_kind(name)
-            required = name in REQUIRED_FIELDS
-            if value is None or (required and value == ""):
-                if required:
-                    return Checked(f"missing {name}", None)
-                values.append(None)
-                continue
-            if kind == "str":
-                if "\x00" in value:
-                    return Checked(f"{name}: contains NUL", None)
-                if len(value) > TEXT_LIMIT:
-                    return Checked(f"{name}: longer than {TEXT_LIMIT} characters", None)
-            elif kind == "float":
-                if not math.isfinite(value):
-                    return Checked(f"{name}: not finite", None)
-            elif kind not in ("int",):
-                if not MIN_TIME_MS <= value <= MAX_TIME_MS:
-                    return Checked(f"{name}: timestamp outside years 1 to 9999", None)
-            values.append(value)
+        values = _fields(record, _avro_value)
+        if isinstance(values, Checked):
+            return values
         return _bounded(values, earliest_ms, max_future_ms, now_ms)
+
+
+def _json_value(name: str, kind: str, value: Any) -> tuple[Any, str | None]:
+    """A JSON value as its column's type, or why it is not one (JSON carries no types)."""
+    if kind == "str":
+        return value, None if isinstance(value, str) else f"{name}: expected text"
+    if kind == "int":
+        whole = _whole(value)
+        return whole, None if whole is not None else f"{name}: expected integer"
+    if kind == "float":
+        number = _number(value)
+        return number, None if number is not None else f"{name}: expected number"
+    ms = _timestamp_ms(value)
+    return ms, None if ms is not None else f"{name}: expected timestamp YYYY-MM-DD HH:MM:SS"
+
+
+def _avro_value(name: str, kind: str, value: Any) -> tuple[Any, str | None]:
+    """An Avro value is typed already; only a timestamp can be out of Flink's range."""
+    if kind == "timestamp" and not MIN_TIME_MS <= value <= MAX_TIME_MS:
+        return value, f"{name}: timestamp outside years 1 to 9999"
+    return value, None
+
+
+def _fields(record: Mapping[str, Any], typed: Callable[[str, str, Any], tuple[Any, str | None]]) -> list[Any] | Checked:
+    """The field rules of both formats, in the Java side's order: a required field present and
+    not empty; the format's own typing (``typed``); then text without NUL and within
+    ``TEXT_LIMIT``, numbers finite. The first broken rule is the record's reason."""
+    values: list[Any] = []
+    for name in FIELDS:
+        value = record.get(name)
+        required = name in REQUIRED_FIELDS
+        if value is None or (required and value == ""):
+            if required:
+                return Checked(f"missing {name}", None)
+            values.append(None)
+            continue
+        kind = field_kind(name)
+        value, problem = typed(name, kind, value)
+        if problem is None and kind == "str":
+            if "\x00" in value:
+                problem = f"{name}: contains NUL"
+            elif len(value) > TEXT_LIMIT:
+                problem = f"{name}: longer than {TEXT_LIMIT} characters"
+        elif problem is None and kind == "float" and not math.isfinite(value):
+            problem = f"{name}: not finite"
+        if problem is not None:
+            return Checked(problem, None)
+        values.append(value)
+    return values
 
 
 def _bounded(values: list[Any], earliest_ms: int, max_future_ms: int, now_ms: int | None) -> Checked:
