@@ -167,7 +167,8 @@ def _running_on_version_1(stack: Stack, name: str) -> tuple[str, str, list, str]
     v1 = registry.prepare_value_schema(topic, avro_schema_text())
     items = list(file_items(open_trip_file(MONTH), limit=200))
     assert TripProducer(stack.settings.kafka, topic, serializer=ConfluentAvroSerializer(v1)).send(items[:100]).ok
-    job_id = submit(stack, JobOptions(job="tumbling", topic=topic, checkpoint_interval_ms=2000, format="avro"))
+    job_id = submit(stack, JobOptions(job="tumbling", topic=topic, checkpoint_interval_ms=2000, format="avro",
+                                      parallelism=2))
     first = verify_until(stack, "tumbling", 120)  # the first 100 trips, schema version 1
     assert_proven(first)
     assert first.accounting.records == 100, explain(first)

@@ -141,11 +141,10 @@ class Registry:
 
     def schema_by_id(self, schema_id: int) -> dict[str, Any]:
         """The schema with a registry id (what a consumer looks up from the wire-format header)."""
-        try:
-            schema = self._call(f"schema id {schema_id}", self.client.get_schema, schema_id)
-        except SchemaRegistryError as exc:
-            raise self._refused(f"schema id {schema_id}", exc) from None
-        return json.loads(schema.schema_str)
+        text = self.schema_text_by_id(schema_id)
+        if text is None:
+            raise SchemaError(f"schema registry at {self.url} has no schema id {schema_id}")
+        return json.loads(text)
 
     def schema_text_by_id(self, schema_id: int) -> str | None:
         """The text of the schema with a registry id, None when the registry knows no such id.

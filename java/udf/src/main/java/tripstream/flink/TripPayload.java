@@ -158,11 +158,9 @@ final class TripPayload {
                     if (!node.isTextual()) {
                         return name + ": expected text";
                     }
-                    if (node.textValue().indexOf('\u0000') >= 0) {
-                        return name + ": contains NUL";
-                    }
-                    if (node.textValue().codePointCount(0, node.textValue().length()) > TEXT_LIMIT) {
-                        return name + ": longer than " + TEXT_LIMIT + " characters";
+                    String textProblem = textProblem(name, node.textValue());
+                    if (textProblem != null) {
+                        return textProblem;
                     }
                     values[i] = node.textValue();
                     break;
@@ -191,14 +189,7 @@ final class TripPayload {
                     values[i] = time;
             }
         }
-        long pickupMs = ((LocalDateTime) values[3]).toInstant(ZoneOffset.UTC).toEpochMilli();
-        if (pickupMs < earliestMs) {
-            return "pickup_at: too far in the past";
-        }
-        if (pickupMs > System.currentTimeMillis() + maxFutureMs) {
-            return "pickup_at: too far in the future";
-        }
-        return null;
+        return pickupProblem(values, earliestMs, maxFutureMs);
     }
 
     /** The earliest and latest TIMESTAMP(3) Flink holds: years 0001 to 9999. */
@@ -232,12 +223,9 @@ final class TripPayload {
             }
             switch (Character.toLowerCase(kind)) {
                 case 's':
-                    String text = (String) value;
-                    if (text.indexOf('\u0000') >= 0) {
-                        return name + ": contains NUL";
-                    }
-                    if (text.codePointCount(0, text.length()) > TEXT_LIMIT) {
-                        return name + ": longer than " + TEXT_LIMIT + " characters";
+                    String textProblem = textProblem(name, (String) value);
+                    if (textProblem != null) {
+                        return textProblem;
                     }
                     break;
                 case 'i':
@@ -256,6 +244,22 @@ final class TripPayload {
                         (int) Math.floorMod(ms, 1000L) * 1_000_000, ZoneOffset.UTC);
             }
         }
+        return pickupProblem(values, earliestMs, maxFutureMs);
+    }
+
+    /** Why a text value is bad (a NUL, or more than {@link #TEXT_LIMIT} characters), else null. */
+    private static String textProblem(String name, String text) {
+        if (text.indexOf('\u0000') >= 0) {
+            return name + ": contains NUL";
+        }
+        if (text.codePointCount(0, text.length()) > TEXT_LIMIT) {
+            return name + ": longer than " + TEXT_LIMIT + " characters";
+        }
+        return null;
+    }
+
+    /** The pickup's bounds, the last check of either format; the future one is relative to now. */
+    private static String pickupProblem(Object[] values, long earliestMs, long maxFutureMs) {
         long pickupMs = ((LocalDateTime) values[3]).toInstant(ZoneOffset.UTC).toEpochMilli();
         if (pickupMs < earliestMs) {
             return "pickup_at: too far in the past";
