@@ -97,6 +97,20 @@ def _http_status(url: str, **kwargs: object) -> int:
         return exc.code
 
 
+def _socket_inodes(pid: int) -> set[str]:
+    """The inodes of the sockets `pid` holds open. A descriptor closed between the listing and its
+    readlink (an HTTP connection finishing) is skipped: a listening socket does not close under us."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    return inodes
+
+
 def test_the_registry_serves_only_the_confluent_api_on_its_one_port(stack: Stack) -> None:
     root = f"http://127.0.0.1:{stack.settings.schema_registry.port}"
     assert _http_status(f"{root}/apis/ccompat/v7/subjects") == 200
@@ -117,8 +131,7 @@ def test_the_registry_serves_only_the_confluent_api_on_its_one_port(stack: Stack
         allowed = exc.headers.get("Access-Control-Allow-Origin")
     assert allowed in (None, root), allowed
     [pid] = stack.registry.running_pids()
-    inodes = {os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1] for fd in os.listdir(f"/proc/{pid}/fd")
-              if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")}
+    inodes = _socket_inodes(pid)
     listening = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
