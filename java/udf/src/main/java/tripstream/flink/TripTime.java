@@ -31,4 +31,10 @@ public class TripTime extends ScalarFunction {
         TripPayload trip = TripPayload.of(payload, earliestMs, maxFutureMs, format, registry);
         return "dropoff_at".equals(field) ? trip.dropoffTime : trip.eventTime;
     }
+
+    /** Non-deterministic for the same reason as {@link ParseTrip#isDeterministic()}: evaluated once per record. */
+    @Override
+    public boolean isDeterministic() {
+        return false;
+    }
 }
