@@ -508,7 +508,7 @@ def _duration(value: Optional[str], option: str, allow_zero: bool = False) -> Op
 
 @app.command()
 def submit(
-    job: Annotated[str, typer.Argument(help="A built-in job (passthrough, tumbling, sliding, session, surge, anomalies) or a declaration file (jobs/my_job.toml).")],
+    jobs: Annotated[list[str], typer.Argument(help="Built-in jobs (passthrough, tumbling, sliding, session, surge, anomalies) or declaration files (jobs/my_job.toml); several are submitted through one Flink client.", metavar="JOB...")],
     topic: Annotated[Optional[str], typer.Option(help="The trips topic to read (default: the declaration's, or trips).")] = None,
     watermark: Annotated[Optional[str], typer.Option(help="Bounded out-of-orderness of the watermark (default: the declaration's, or 15s).")] = None,
     idle_timeout: Annotated[Optional[str], typer.Option(help="Mark a quiet partition idle after this (off: 0; default 5s).")] = None,
@@ -527,6 +527,7 @@ def submit(
     earliest_event: Annotated[str, typer.Option(help="A pickup before this is a bad record.")] = "2009-01-01 00:00:00",
     max_future: Annotated[str, typer.Option(help="A pickup further ahead of now is a bad record.")] = "1d",
     sink: Annotated[str, typer.Option(help="jdbc (PostgreSQL) or blackhole (discard: the engine's ceiling).")] = "jdbc",
+    mini_batch: Annotated[Optional[str], typer.Option(help="Aggregates buffer input this long before updating state (Flink mini-batch; off: 0; default 100ms).")] = None,
     format: Annotated[str, typer.Option("--format", help="The topic's values: json, avro (Confluent wire format, schemas from the registry) or auto (from its first records; json when empty).")] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Start from the job's latest savepoint or retained checkpoint.")] = False,
     from_savepoint: Annotated[Optional[Path], typer.Option(help="Start from this savepoint or checkpoint directory.")] = None,
@@ -539,9 +540,10 @@ def submit(
     """
     from tripstream.jobs.submit import restore_point
     from tripstream.jobs.submit import submit as submit_job
+    from tripstream.jobs.submit import submit_together
     from tripstream.stack import Stack
 
-    decl, spec, opts = _job_and_options(job, {
+    given = {
         "topic": topic, "watermark_ms": _duration(watermark, "--watermark"),
         "idle_timeout_ms": _duration(idle_timeout, "--idle-timeout", allow_zero=True),
         "startup": startup, "until": until, "mode": mode, "parallelism": parallelism,
@@ -552,30 +554,43 @@ def submit(
         "state_retention_ms": _duration(state_retention, "--state-retention", allow_zero=True),
         "surge_ratio": surge_ratio, "surge_min_trips": surge_min_trips, "earliest_event": earliest_event,
         "max_future_ms": _duration(max_future, "--max-future", allow_zero=True), "sink": sink,
+        "mini_batch_ms": _duration(mini_batch, "--mini-batch", allow_zero=True),
         "format": format.strip().lower(),
-    })
+    }
     from tripstream.jobs.registry import resolve
 
-    resolve(spec.name, opts, decl.as_dict() if decl is not None else None).check(opts)
+    chosen = [_job_and_options(job, given) for job in jobs]
+    for decl, spec, opts in chosen:
+        resolve(spec.name, opts, decl.as_dict() if decl is not None else None).check(opts)
     if resume and from_savepoint:
         raise ConfigError("give --resume or --from-savepoint, not both")
+    if (resume or from_savepoint) and len(chosen) > 1:
+        raise ConfigError("--resume and --from-savepoint restore one job: submit it alone")
     if wait and until is None:
         raise ConfigError("--wait needs --until latest (an unbounded job never finishes)")
-    name = spec.name
     stack = Stack(settings())
     notes: list[str] = []
-    restore = restore_point(stack, name) if resume else from_savepoint
-    with err.status(f"submitting {name}..."):
-        job_id = submit_job(stack, opts, restore_from=restore, declaration=decl, notes=notes)
+    names = ", ".join(spec.name for _, spec, _ in chosen)
+    with err.status(f"submitting {names}..."):
+        if len(chosen) == 1:
+            decl, spec, opts = chosen[0]
+            restore = restore_point(stack, spec.name) if resume else from_savepoint
+            job_ids = [submit_job(stack, opts, restore_from=restore, declaration=decl, notes=notes)]
+        else:
+            restore = None
+            job_ids = submit_together(stack, [(opts, decl) for decl, _, opts in chosen], notes=notes)
     for note in notes:
         err.print(note, highlight=False)
-    err.print(f"submitted {name} as Flink job {job_id}" + (f", restored from {restore}" if restore else "")
-              + f"; UI: {stack.flink.rest_url}/#/job/running/{job_id}")
+    for (_, spec, _), job_id in zip(chosen, job_ids):
+        err.print(f"submitted {spec.name} as Flink job {job_id}" + (f", restored from {restore}" if restore else "")
+                  + f"; UI: {stack.flink.rest_url}/#/job/running/{job_id}")
     if wait:
-        with err.status(f"waiting for {name} to finish..."):
-            stack.flink.wait_job_state(job_id, {"FINISHED"}, 1800)
-        err.print(f"{name} finished")
-    print(job_id)
+        with err.status(f"waiting for {names} to finish..."):
+            for job_id in job_ids:
+                stack.flink.wait_job_state(job_id, {"FINISHED"}, 1800)
+        err.print(f"{names} finished")
+    for job_id in job_ids:
+        print(job_id)
 
 
 @app.command()

@@ -10,9 +10,10 @@ from tripstream.events import TripEvent
 from tripstream.events.producer import TripProducer
 from tripstream.jobs.migrations import migrate
 from tripstream.jobs.options import JobOptions
-from tripstream.jobs.submit import JobError, active_job, stop, submissions, submit
+from tripstream.jobs.submit import JobError, active_job, stop, submissions, submit, submit_together
 from tripstream.kafka.topics import ensure_topic
 from tripstream.stack import Stack
+from tripstream.stack.flink import rest_get
 
 from tests.conftest import run_cli
 
@@ -69,23 +70,50 @@ def _clear_windows(stack: Stack) -> None:
         conn.execute("DELETE FROM tumbling_zone_stats WHERE window_start >= '2021-01-01' AND window_start < '2021-01-02'")
 
 
-def _run_bounded(stack: Stack, **kwargs) -> None:  # noqa: ANN003
+def _run_bounded(stack: Stack, **kwargs) -> str:  # noqa: ANN003
     job_id = submit(stack, JobOptions(until="latest", **kwargs))
     assert stack.flink.wait_job_state(job_id, {"FINISHED"}, 180) == "FINISHED"
+    return job_id
 
 
-@pytest.mark.parametrize("mode", ["streaming", "batch"])
-def test_tumbling_windows_equal_the_hand_computed_rows(stack: Stack, trips_topic, mode: str) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(("mode", "mini_batch_ms"), [("streaming", 100), ("streaming", 0), ("batch", 100)])
+def test_tumbling_windows_equal_the_hand_computed_rows(stack: Stack, trips_topic, mode: str,  # noqa: ANN001
+                                                       mini_batch_ms: int) -> None:
     topic, _ = trips_topic
     with stack.postgres.connect() as conn:
         migrate(conn)
     _clear_windows(stack)
-    _run_bounded(stack, job="tumbling", topic=topic, mode=mode)
+    job_id = _run_bounded(stack, job="tumbling", topic=topic, mode=mode, mini_batch_ms=mini_batch_ms)
+    # Mini-batch (streaming only) shows in the plan as a local pre-aggregate before the shuffle.
+    plan = " ".join(node["description"] for node in rest_get(stack.flink.rest, f"/jobs/{job_id}/plan")["plan"]["nodes"])
+    assert ("LocalGroupAggregate" in plan) == (mode == "streaming" and mini_batch_ms > 0), plan
     rows = _window_rows(stack)
     assert [(w, z, n) for w, z, n, *_ in rows] == [(w, z, n) for w, z, n, *_ in EXPECTED]
     for row, expected in zip(rows, EXPECTED):
         assert row[3:6] == pytest.approx(expected[3:6])
         assert row[6].total_seconds() == 300
+
+
+def test_jobs_submitted_together_each_run_as_their_own_job(stack: Stack, trips_topic) -> None:  # noqa: ANN001
+    """One Flink client submits both: two Flink jobs, each with its own name, history and rows."""
+    topic, events = trips_topic
+    _clear_windows(stack)
+    ids = [e.event_id for e in events]
+    with stack.postgres.connect() as conn:
+        conn.execute("DELETE FROM trips WHERE event_id = ANY(%s)", (ids,))
+    job_ids = submit_together(stack, [(JobOptions(job="tumbling", topic=topic, until="latest"), None),
+                                      (JobOptions(job="passthrough", topic=topic, until="latest"), None)])
+    assert len(set(job_ids)) == 2
+    for job_id in job_ids:
+        assert stack.flink.wait_job_state(job_id, {"FINISHED"}, 180) == "FINISHED"
+    names = [rest_get(stack.flink.rest, f"/jobs/{job_id}")["name"] for job_id in job_ids]
+    assert names == ["tripstream-tumbling", "tripstream-passthrough"]
+    assert [entry["id"] for entry in submissions(stack, "tumbling")][-1] == job_ids[0]
+    assert [entry["id"] for entry in submissions(stack, "passthrough")][-1] == job_ids[1]
+    assert [(w, z, n) for w, z, n, *_ in _window_rows(stack)] == [(w, z, n) for w, z, n, *_ in EXPECTED]
+    with stack.postgres.connect() as conn:
+        got = conn.execute("SELECT count(*) FROM trips WHERE event_id = ANY(%s)", (ids,)).fetchone()[0]
+    assert got == len(events)
 
 
 def test_passthrough_replay_overwrites_instead_of_duplicating(stack: Stack, trips_topic) -> None:  # noqa: ANN001
@@ -149,6 +177,10 @@ def test_a_running_job_is_not_submitted_twice(stack: Stack, trips_topic) -> None
         (["anomalies", "--allowed-lateness", "1min"], "--allowed-lateness applies to windowed declared jobs, not anomalies"),
         (["session", "--window", "1h"], "--window applies to tumbling, hopping, cumulate windows; session has a session window"),
         (["tumbling", "--state-retention", "forever"], "--state-retention: not a duration"),
+        (["tumbling", "--mini-batch", "fast"], "--mini-batch: not a duration"),
+        (["tumbling", "passthrough", "tumbling"], "job 'tumbling' is given twice"),
+        (["tumbling", "passthrough", "--resume"], "--resume and --from-savepoint restore one job: submit it alone"),
+        (["tumbling", "session", "--gap", "10min"], "--gap applies to session windows"),
         (["sliding", "--window", "12min", "--slide", "5min"], "--window must be a whole multiple of --slide"),
         (["tumbling", "--wait"], "--wait needs --until latest"),
         (["tumbling", "--resume", "--from-savepoint", "/tmp"], "give --resume or --from-savepoint, not both"),

@@ -83,7 +83,7 @@ def test_kafka_produce_consume_round_trip(stack: Stack) -> None:
 def test_flink_runs_a_pyflink_job_to_finished(stack: Stack) -> None:
     overview = stack.flink.overview()
     assert overview is not None and overview["taskmanagers"] >= 1
-    job_id = stack.flink.submit_python(Path(smoke.__file__), ["200"])
+    [job_id] = stack.flink.submit_python(Path(smoke.__file__), ["200"])
     assert stack.flink.wait_job_state(job_id, {"FINISHED"}, 180) == "FINISHED"
 
 

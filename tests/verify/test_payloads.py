@@ -19,6 +19,15 @@ def test_every_bad_payload_gets_its_reason(payload: bytes | None, reason: str) -
     assert check(payload, OPTS.earliest_ms, OPTS.max_future_ms).reason == reason
 
 
+def test_jacksons_limits_are_met_exactly() -> None:
+    """Jackson takes 1,000 digits and 1,000 levels (the top object counts), and skips one BOM."""
+    ok = encoded(trip("limits-1", "2021-03-01 08:03:00"))
+    for tail in (b"1" * 1000, b"-" + b"1" * 500 + b"." + b"1" * 498 + b"e+12", b"[" * 999 + b"]" * 999):
+        assert check(ok[:-1] + b', "ignored": ' + tail + b"}", OPTS.earliest_ms, OPTS.max_future_ms).reason is None
+    assert check(b"\xef\xbb\xbf" + ok, OPTS.earliest_ms, OPTS.max_future_ms).reason is None
+    assert check(b"\xef\xbb\xbf" * 2 + ok, OPTS.earliest_ms, OPTS.max_future_ms).reason == "not JSON"
+
+
 def test_a_good_trip_is_typed_with_times_in_milliseconds() -> None:
     data = trip("good-1", "2021-03-01 08:03:00.250", trip_distance=2, passenger_count=1.0)
     verdict = check(encoded(data), OPTS.earliest_ms, OPTS.max_future_ms)

@@ -103,6 +103,10 @@ class JobOptions:
     # schemas from the schema registry). Decoded by PARSE_TRIP in either case (java/udf). "auto"
     # is decided by `submit` from the topic's first records, so a job never runs with it.
     format: str = "json"
+    # Streaming: how long an aggregate buffers input before it updates its state and emits
+    # (Flink's mini-batch: one state access and one output row per key per batch, and a local
+    # pre-aggregate before the shuffle). It adds at most this much to a row's latency; 0 turns it off.
+    mini_batch_ms: int = 100
 
     def __post_init__(self) -> None:
         if not _JOB_NAME.match(self.job):
@@ -128,6 +132,8 @@ class JobOptions:
             raise ConfigError(f"--sink must be jdbc or blackhole, got {self.sink!r}")
         if self.format not in (*PAYLOAD_FORMATS, "auto"):
             raise ConfigError(f"--format must be {', '.join(PAYLOAD_FORMATS)} or auto, got {self.format!r}")
+        if self.mini_batch_ms < 0:
+            raise ConfigError(f"--mini-batch must not be negative, got {self.mini_batch_ms} ms")
         if self.max_future_ms < 0:
             raise ConfigError(f"--max-future must not be negative, got {self.max_future_ms} ms")
         if self.surge_ratio <= 1 or self.surge_min_trips < 1 or self.surge_baseline_windows < 1:

@@ -14,7 +14,7 @@ import re
 import time
 import urllib.error
 import urllib.parse
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from tripstream.jobs.registry import DeclaredJob, resolve
 from tripstream.jobs.tables import check_owner, ensure_table, load_zones
 from tripstream.jobs.windows import LATENESS_RULE
 from tripstream.stack import Stack
+from tripstream.stack.errors import SubmitError
 from tripstream.stack.flink import rest_get
 from tripstream.stack.process import give_to
 
@@ -173,14 +174,19 @@ def registry_connection(stack: Stack) -> dict[str, str]:
             "client_cert": reg.client_cert, "client_key": reg.client_key}
 
 
-def submit(stack: Stack, opts: JobOptions, timeout: float = 300.0, restore_from: Path | None = None,
-           declaration: Declaration | None = None, notes: list[str] | None = None) -> str:
-    """Create the tables, refuse a duplicate, submit (restored when asked), wait until it runs.
+@dataclass(frozen=True)
+class _Prepared:
+    """A job checked and its tables ready: the spec `flink run` reads, and its history line."""
 
-    ``declaration`` is a declared job's (a built-in declared job's is found by name); what was
-    done to its table is appended to ``notes``, and so is the format ``auto`` chose, or a warning
-    when the topic's first records do not look like the format asked for.
-    """
+    opts: JobOptions
+    spec: dict[str, Any]
+    record: dict[str, Any]
+    secrets: list[str]
+
+
+def _prepare(stack: Stack, opts: JobOptions, restore_from: Path | None, declaration: Declaration | None,
+             notes: list[str] | None) -> _Prepared:
+    """Everything before `flink run`: checks, tables, the format, the spec and the history line."""
     from tripstream.kafka.topics import topic_partitions
 
     job = resolve(opts.job, opts, declaration.as_dict() if declaration is not None else None)
@@ -237,24 +243,64 @@ def submit(stack: Stack, opts: JobOptions, timeout: float = 300.0, restore_from:
             **connections,
         },
     }
-    offsets = _offsets_seen(stack, opts, restored=restore_from is not None)
+    record = {"options": opts.as_dict(), **job.as_record(), "topic": opts.topic, "format": opts.format,
+              "offsets": _offsets_seen(stack, opts, restored=restore_from is not None),
+              "lateness_rule": LATENESS_RULE, "restored_from": str(restore_from) if restore_from else None}
+    secrets = [password, *sensitive_values(kafka.jobs_client), stack.settings.schema_registry.password]
+    return _Prepared(opts, spec, record, secrets)
+
+
+def _launch(stack: Stack, prepared: list[_Prepared], timeout: float, restore_from: Path | None) -> list[str]:
+    """One `flink run` (one client JVM, one Python driver) submits every prepared job, in order."""
     from tripstream.jobs import runner
 
-    spec_path = _write_spec(stack, opts.job, spec)
+    names = "+".join(p.opts.job for p in prepared)
+    spec_path = _write_spec(stack, names, {"jobs": [p.spec for p in prepared]})
     try:
-        job_id = stack.flink.submit_python(Path(runner.__file__), [str(spec_path)], timeout=timeout,
-                                           restore_from=restore_from,
-                                           secrets=[password, *sensitive_values(kafka.jobs_client),
-                                                    stack.settings.schema_registry.password])
+        job_ids = stack.flink.submit_python(Path(runner.__file__), [str(spec_path)], timeout=timeout,
+                                            restore_from=restore_from, jobs=len(prepared),
+                                            secrets=[s for p in prepared for s in p.secrets])
+    except SubmitError as exc:  # the jobs submitted before the failure run: verify and health need them
+        _record(stack, prepared, exc.job_ids)
+        raise
     finally:
         spec_path.unlink(missing_ok=True)
-    with _history(stack, opts.job).open("a") as fh:
-        fh.write(json.dumps({"id": job_id, "at": time.time(), "options": opts.as_dict(), **job.as_record(),
-                             "topic": opts.topic, "format": opts.format,
-                             "offsets": offsets, "lateness_rule": LATENESS_RULE,
-                             "restored_from": str(restore_from) if restore_from else None}) + "\n")
-    stack.flink.wait_job_state(job_id, {"RUNNING", "FINISHED"}, timeout, starting=True)
+    _record(stack, prepared, job_ids)
+    for job_id in job_ids:
+        stack.flink.wait_job_state(job_id, {"RUNNING", "FINISHED"}, timeout, starting=True)
+    return job_ids
+
+
+def _record(stack: Stack, prepared: list[_Prepared], job_ids: list[str]) -> None:
+    """A history line for each job submitted (the first ``len(job_ids)`` of ``prepared``)."""
+    for p, job_id in zip(prepared, job_ids):
+        with _history(stack, p.opts.job).open("a") as fh:
+            fh.write(json.dumps({"id": job_id, "at": time.time(), **p.record}) + "\n")
+
+
+def submit(stack: Stack, opts: JobOptions, timeout: float = 300.0, restore_from: Path | None = None,
+           declaration: Declaration | None = None, notes: list[str] | None = None) -> str:
+    """Create the tables, refuse a duplicate, submit (restored when asked), wait until it runs.
+
+    ``declaration`` is a declared job's (a built-in declared job's is found by name); what was
+    done to its table is appended to ``notes``, and so is the format ``auto`` chose, or a warning
+    when the topic's first records do not look like the format asked for.
+    """
+    [job_id] = _launch(stack, [_prepare(stack, opts, restore_from, declaration, notes)], timeout, restore_from)
     return job_id
+
+
+def submit_together(stack: Stack, jobs: list[tuple[JobOptions, Declaration | None]], timeout: float = 600.0,
+                    notes: list[str] | None = None) -> list[str]:
+    """Submit several jobs through one Flink client: the client's start (a JVM, the Python driver,
+    the planner's warm-up) is paid once instead of once per job. Each is still its own Flink job,
+    with its own history; all are checked and their tables made before any is submitted."""
+    names = [opts.job for opts, _ in jobs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise JobError(f"job {twice[0]!r} is given twice: each job runs once")
+    prepared = [_prepare(stack, opts, None, decl, notes) for opts, decl in jobs]
+    return _launch(stack, prepared, timeout, None)
 
 
 def _zone_lookup() -> list[tuple[int, str, str, str]]:

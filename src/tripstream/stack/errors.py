@@ -9,6 +9,14 @@ class StackError(TripstreamError):
     """A component could not be started, stopped or reached."""
 
 
+class SubmitError(StackError):
+    """`flink run` failed; ``job_ids`` are the jobs it had submitted before it did (they run)."""
+
+    def __init__(self, message: str, job_ids: list[str]):
+        super().__init__(message)
+        self.job_ids = job_ids
+
+
 class PortInUseError(StackError):
     """A port a component needs is taken by another process."""
 

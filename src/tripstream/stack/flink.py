@@ -44,7 +44,7 @@ from typing import Any
 
 from tripstream.config import FlinkSettings, mask_secrets
 from tripstream.stack.base import Service
-from tripstream.stack.errors import MissingToolError, StackError
+from tripstream.stack.errors import MissingToolError, StackError, SubmitError
 from tripstream.stack.kafka import java_binary
 from tripstream.stack.process import ManagedProcess, give_to, hand_over, run_as, wait_until
 from tripstream.tls import pkcs12_keystore, pkcs12_truststore, private_file, store_password
@@ -257,6 +257,9 @@ class FlinkService(Service):
             "heartbeat.timeout": 30000,
             # The REST API's metrics (watermarks, records in/out) at most 2 s old, not 10 s.
             "metrics.fetcher.update-interval": 2000,
+            # Flame graphs of a running job's operators in the UI (thread samples on demand):
+            # where a job spends its time is the first question of any tuning.
+            "rest.flamegraph.enabled": True,
             "execution.checkpointing.dir": self.checkpoints_dir.as_uri(),
             "execution.checkpointing.savepoint-dir": self.savepoints_dir.as_uri(),
             "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
@@ -265,8 +268,6 @@ class FlinkService(Service):
             "python.client.executable": python,
             "web.tmpdir": str(self.dir / "tmp" / "web"),
             "io.tmp.dirs": str(self.dir / "tmp" / "io"),
-            # The REST API's metric cache: refreshed every 2 s (default 10 s) for a live dashboard.
-            "metrics.fetcher.update-interval": 2000,
             **self._prometheus_config(),
             **self._rest_server_tls(),
         }
@@ -501,8 +502,9 @@ class FlinkService(Service):
         return str(seen["state"])
 
     def submit_python(self, script: Path, args: list[str] | None = None, timeout: float = 300.0,
-                      restore_from: Path | None = None, secrets: Sequence[str] = ()) -> str:
-        """Submit a PyFlink script detached with ``flink run -py``; return the job id.
+                      restore_from: Path | None = None, secrets: Sequence[str] = (), jobs: int = 1) -> list[str]:
+        """Submit a PyFlink script detached with ``flink run -py``; return the ids of the ``jobs``
+        jobs it submits, in the order it submitted them.
 
         ``restore_from`` is a savepoint or retained checkpoint directory to start from. ``secrets``
         (with the settings' own) are masked in the output we keep and the error we raise: Flink
@@ -535,8 +537,8 @@ class FlinkService(Service):
                              f"(load average {load:.1f} on {os.cpu_count()} CPUs)") from None
         out = mask_secrets(result.stdout + result.stderr,
                            [*self.settings.secrets, *secrets, *(value for _, value in self.rest.headers)])
-        match = re.search(r"JobID\s+([0-9a-f]{32})", out)
-        if result.returncode != 0 or not match:
+        job_ids = re.findall(r"JobID\s+([0-9a-f]{32})", out)
+        if result.returncode != 0 or len(job_ids) != jobs:
             log = self.dir / "log" / f"flink-run-{time.strftime('%Y%m%dT%H%M%S')}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text(out)
@@ -550,6 +552,9 @@ class FlinkService(Service):
             rooted = [c.split("Caused by:", 1)[1] for c in specific if c.startswith("Caused by:")]
             cause = (rooted[-1] if rooted else specific[0] if specific else
                      causes[-1] if causes else lines[-1] if lines else f"exit code {result.returncode}")
-            raise StackError(f"flink run {script.name} failed after {time.monotonic() - started:.0f} s: "
-                             f"{cause.strip()} (full output: {log})")
-        return match.group(1)
+            if job_ids:
+                cause = (f"{cause.strip()}; {len(job_ids)} of {jobs} jobs were submitted before that and run: "
+                         f"{', '.join(job_ids)}")
+            raise SubmitError(f"flink run {script.name} failed after {time.monotonic() - started:.0f} s: "
+                              f"{cause.strip()} (full output: {log})", job_ids)
+        return job_ids

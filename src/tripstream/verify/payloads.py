@@ -17,6 +17,7 @@ import io
 import json
 import math
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -29,7 +30,12 @@ from tripstream.events.schema import FIELDS, REQUIRED_FIELDS, field_kind
 from tripstream.events.serializers import avro_schema_text, split_confluent
 from tripstream.schemas.evolution import readable
 
-_TIMESTAMP = re.compile(r"(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?")
+# ASCII digits only, as Java's \d: Python's would also take other scripts' digits (a "٢021").
+_TIMESTAMP = re.compile(r"(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?", re.ASCII)
+# Jackson's limits (StreamReadConstraints), which make the jobs call a payload "not JSON": a number
+# of more than 1,000 digits, or objects and arrays nested more than 1,000 deep, anywhere in it.
+_MAX_NUMBER_DIGITS = 1000
+_MAX_DEPTH = 1000
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _EPOCH = datetime(1970, 1, 1)
 # The longest text field, in characters: PostgreSQL's btree index refuses a key over ~2.7 kB, so a
@@ -61,7 +67,7 @@ def _timestamp_ms(text: Any) -> int | None:
     millis = int((fraction + "00")[:3]) if fraction else 0
     try:
         value = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
-    except ValueError:
+    except ValueError:  # year 0 too, as in Java: TIMESTAMP(3) holds years 1 to 9999
         return None
     return (value - _EPOCH) // _MS + millis
 
@@ -88,12 +94,69 @@ def _number(value: Any) -> float | None:
         return math.inf
 
 
+def _digits_limited(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        if len(text) > _MAX_NUMBER_DIGITS and sum(ch.isdigit() for ch in text) > _MAX_NUMBER_DIGITS:
+            raise ValueError(f"a number of more than {_MAX_NUMBER_DIGITS} digits")
+        return convert(text)
+    return parse
+
+
+_LIMITED_NUMBERS: dict[str, Any] = {"parse_int": _digits_limited(int), "parse_float": _digits_limited(float)}
+
+
+def _too_deep(text: str) -> bool:
+    """Objects and arrays nested past Jackson's limit (brackets inside strings do not count)."""
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > _MAX_DEPTH:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def _json_document(payload: bytes) -> Any:
+    """The payload decoded as Jackson reads it; ValueError when the jobs would say "not JSON".
+
+    Beyond ``json.loads``: one UTF-8 byte-order mark is skipped, as Jackson does, and its limits on
+    number length and nesting are applied (the checks cost nothing on payloads too short to hit them).
+    """
+    text = payload.decode("utf-8")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if not text.strip(" \t\r\n"):
+        return None  # nothing but whitespace: Jackson reads no value, which is not an object
+    if len(text) <= _MAX_NUMBER_DIGITS:
+        return json.loads(text, parse_constant=_reject_constant)
+    if text.count("[") + text.count("{") > _MAX_DEPTH and _too_deep(text):
+        raise ValueError(f"nested more than {_MAX_DEPTH} deep")
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 3 * _MAX_DEPTH))  # json's own recursion stops short of Jackson's depth
+    try:
+        return json.loads(text, parse_constant=_reject_constant, **_LIMITED_NUMBERS)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
 def check(payload: bytes | None, earliest_ms: int, max_future_ms: int, now_ms: int | None = None) -> Checked:
     """The verdict on one payload (see the module docstring)."""
     if not payload:
         return Checked("empty payload", None)
     try:
-        doc = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+        doc = _json_document(payload)
     except (ValueError, RecursionError):
         return Checked("not JSON", None)
     if not isinstance(doc, dict):

@@ -1,16 +1,21 @@
 package tripstream.flink;
 
+import java.io.EOFException;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.charset.CharacterCodingException;
+import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.time.DateTimeException;
 import java.time.LocalDateTime;
 import java.time.ZoneOffset;
 import java.util.Arrays;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
+import java.util.HashMap;
+import java.util.Map;
 
-import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.DeserializationFeature;
-import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
-import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
 import org.apache.flink.types.Row;
 
 /**
@@ -61,10 +66,7 @@ final class TripPayload {
      */
     static final int TEXT_LIMIT = 128;
 
-    private static final ObjectMapper MAPPER =
-        new ObjectMapper().enable(DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
-    private static final Pattern TIMESTAMP =
-        Pattern.compile("(\\d{4})-(\\d{2})-(\\d{2})[ T](\\d{2}):(\\d{2}):(\\d{2})(?:\\.(\\d{1,9}))?");
+    private static final JsonFactory JSON = new JsonFactory();
 
     /** The planner may call both functions, several times, on one record: decode it once. */
     private static final ThreadLocal<TripPayload> LAST = new ThreadLocal<>();
@@ -133,21 +135,17 @@ final class TripPayload {
         if (payload == null || payload.length == 0) {
             return "empty payload";
         }
-        JsonNode doc;
-        try {
-            doc = MAPPER.readTree(payload);
-        } catch (Exception e) {
-            return "not JSON";
-        }
-        if (doc == null || !doc.isObject()) {
-            return "not a JSON object";
+        Object[] found = new Object[FIELDS.length];
+        String malformed = read(payload, found);
+        if (malformed != null) {
+            return malformed;
         }
         for (int i = 0; i < FIELDS.length; i++) {
             String name = FIELDS[i];
             char kind = KINDS.charAt(i);
-            JsonNode node = doc.get(name);
+            Object value = found[i];
             boolean required = Character.isUpperCase(kind);
-            if (node == null || node.isNull() || (required && node.isTextual() && node.textValue().isEmpty())) {
+            if (value == null || value == JSON_NULL || (required && "".equals(value))) {
                 if (required) {
                     return "missing " + name;
                 }
@@ -155,34 +153,34 @@ final class TripPayload {
             }
             switch (Character.toLowerCase(kind)) {
                 case 's':
-                    if (!node.isTextual()) {
+                    if (!(value instanceof String)) {
                         return name + ": expected text";
                     }
-                    String textProblem = textProblem(name, node.textValue());
+                    String textProblem = textProblem(name, (String) value);
                     if (textProblem != null) {
                         return textProblem;
                     }
-                    values[i] = node.textValue();
+                    values[i] = value;
                     break;
                 case 'i':
-                    Integer whole = toInt(node);
+                    Integer whole = toInt(value);
                     if (whole == null) {
                         return name + ": expected integer";
                     }
                     values[i] = whole;
                     break;
                 case 'f':
-                    if (!node.isNumber()) {
+                    if (!(value instanceof Number)) {
                         return name + ": expected number";
                     }
-                    double number = node.doubleValue();
+                    double number = ((Number) value).doubleValue();
                     if (!Double.isFinite(number)) {
                         return name + ": not finite";
                     }
                     values[i] = number;
                     break;
                 default:
-                    LocalDateTime time = node.isTextual() ? toTimestamp(node.textValue()) : null;
+                    LocalDateTime time = value instanceof String ? toTimestamp((String) value) : null;
                     if (time == null) {
                         return name + ": expected timestamp YYYY-MM-DD HH:MM:SS";
                     }
@@ -190,6 +188,123 @@ final class TripPayload {
             }
         }
         return pickupProblem(values, earliestMs, maxFutureMs);
+    }
+
+    /** A JSON null, told apart from a field that is absent (both are "missing" to the rules). */
+    private static final Object JSON_NULL = new Object();
+    /** A boolean, an object or an array: not a value any field takes. */
+    private static final Object NOT_SCALAR = new Object();
+    private static final Map<String, Integer> FIELD_INDEX = new HashMap<>();
+
+    static {
+        for (int i = 0; i < FIELDS.length; i++) {
+            FIELD_INDEX.put(FIELDS[i], i);
+        }
+    }
+
+    /**
+     * Read the document in one streaming pass, keeping the value of each trip field: a String, a
+     * Number (Integer, Long or BigInteger for an integer, as Jackson sizes it; Double otherwise),
+     * {@link #JSON_NULL} or {@link #NOT_SCALAR}. Return why the payload is not a JSON object, or null.
+     *
+     * <p>It accepts what {@code ObjectMapper.readTree} with trailing tokens refused did (the reader
+     * these rules were written for), on strict UTF-8 (see {@link #strictUtf8}): every token is read
+     * and every string and number decoded, ignored fields included, so malformed text, bad UTF-8
+     * or a number past Jackson's limits anywhere makes the payload "not JSON"; a repeated name keeps
+     * its last value, as the tree did. It builds no tree: a third of the source task's time went
+     * to building one (Flink's flame graph of the tumbling job).
+     */
+    private static String read(byte[] payload, Object[] found) {
+        if (!strictUtf8(payload)) {
+            return "not JSON";
+        }
+        try (JsonParser parser = JSON.createParser(payload)) {
+            JsonToken first = parser.nextToken();
+            if (first != JsonToken.START_OBJECT) {
+                if (first != null) {
+                    value(parser, first);
+                }
+                return parser.nextToken() == null ? "not a JSON object" : "not JSON";
+            }
+            JsonToken token;
+            while ((token = parser.nextToken()) == JsonToken.FIELD_NAME) {
+                Integer index = FIELD_INDEX.get(parser.currentName());
+                Object value = value(parser, parser.nextToken());
+                if (index != null) {
+                    found[index] = value;
+                }
+            }
+            if (token != JsonToken.END_OBJECT || parser.nextToken() != null) {
+                return "not JSON";
+            }
+            return null;
+        } catch (IOException | RuntimeException e) {
+            return "not JSON";
+        }
+    }
+
+    /**
+     * Whether the payload is UTF-8 by the standard's strict rules (Python's decoder, which verify
+     * uses, applies the same). Jackson alone is lenient in three ways this closes: it accepts
+     * overlong forms and encoded surrogates; its table of field names pads a name's last four
+     * bytes with 0xFF, so a name with a stray 0xFF byte ({@code "pickup_a\xfft"}) read as
+     * {@code pickup_at} once that name was in the table (a verdict that depended on the records
+     * read before); and a payload with a NUL byte among its first four it reads as UTF-16 or 32.
+     */
+    private static boolean strictUtf8(byte[] payload) {
+        for (int i = 0; i < Math.min(4, payload.length); i++) {
+            if (payload[i] == 0) {
+                return false;
+            }
+        }
+        for (byte b : payload) {
+            if (b < 0) {  // not all ASCII: decode it strictly once
+                try {
+                    StandardCharsets.UTF_8.newDecoder().onMalformedInput(CodingErrorAction.REPORT)
+                        .onUnmappableCharacter(CodingErrorAction.REPORT).decode(ByteBuffer.wrap(payload));
+                    return true;
+                } catch (CharacterCodingException e) {
+                    return false;
+                }
+            }
+        }
+        return true;
+    }
+
+    /** The value at {@code token}, a container read through to its end (its contents decoded). */
+    private static Object value(JsonParser parser, JsonToken token) throws IOException {
+        if (token == null) {
+            throw new EOFException("document ends inside a value");
+        }
+        switch (token) {
+            case VALUE_STRING:
+                return parser.getText();
+            case VALUE_NUMBER_INT:
+                return parser.getNumberValue();
+            case VALUE_NUMBER_FLOAT:
+                return parser.getDoubleValue();
+            case VALUE_NULL:
+                return JSON_NULL;
+            case START_OBJECT:
+            case START_ARRAY:
+                int depth = 1;
+                while (depth > 0) {
+                    JsonToken inner = parser.nextToken();
+                    if (inner == null) {
+                        throw new EOFException("document ends inside a container");
+                    }
+                    if (inner == JsonToken.START_OBJECT || inner == JsonToken.START_ARRAY) {
+                        depth++;
+                    } else if (inner == JsonToken.END_OBJECT || inner == JsonToken.END_ARRAY) {
+                        depth--;
+                    } else if (inner != JsonToken.FIELD_NAME) {
+                        value(parser, inner);
+                    }
+                }
+                return NOT_SCALAR;
+            default:
+                return NOT_SCALAR;
+        }
     }
 
     /** The earliest and latest TIMESTAMP(3) Flink holds: years 0001 to 9999. */
@@ -278,34 +393,68 @@ final class TripPayload {
         return trip >= 0 && trip <= MAX_TRIP_MS ? dropoff : NO_TIME;
     }
 
-    private static Integer toInt(JsonNode node) {
-        if (node.isIntegralNumber()) {
-            return node.canConvertToInt() ? node.intValue() : null;
+    /** An integer field's value: an int-sized integer, or a whole double in int range; else null. */
+    private static Integer toInt(Object value) {
+        if (value instanceof Integer) {
+            return (Integer) value;
         }
-        if (node.isFloatingPointNumber()) {
-            double d = node.doubleValue();
+        if (value instanceof Double) {
+            double d = (Double) value;
             if (Double.isFinite(d) && d == Math.floor(d) && d >= Integer.MIN_VALUE && d <= Integer.MAX_VALUE) {
                 return (int) d;
             }
         }
-        return null;
+        return null;  // a Long or BigInteger is past int range by construction; text and the rest are not numbers
     }
 
-    /** Wall-clock 'YYYY-MM-DD HH:MM:SS[.fff]' (or with a T), cut to milliseconds like TIMESTAMP(3). */
+    /**
+     * Wall-clock 'YYYY-MM-DD HH:MM:SS[.f to .fffffffff]' (or with a T), cut to milliseconds like
+     * TIMESTAMP(3); null for any other text, an impossible date or year 0. Read by hand (ASCII digits
+     * only), not with a regular expression: two of these per trip were a tenth of parsing.
+     */
     static LocalDateTime toTimestamp(String text) {
-        Matcher m = TIMESTAMP.matcher(text);
-        if (!m.matches()) {
+        int n = text.length();
+        if (n < 19 || n == 20 || n > 29 || text.charAt(4) != '-' || text.charAt(7) != '-'
+                || (text.charAt(10) != ' ' && text.charAt(10) != 'T') || text.charAt(13) != ':'
+                || text.charAt(16) != ':' || (n > 19 && text.charAt(19) != '.')) {
             return null;
         }
-        String fraction = m.group(7) == null ? "" : m.group(7);
-        int millis = fraction.isEmpty() ? 0 : Integer.parseInt((fraction + "00").substring(0, 3));
+        int year = digits(text, 0, 4);
+        int month = digits(text, 5, 7);
+        int day = digits(text, 8, 10);
+        int hour = digits(text, 11, 13);
+        int minute = digits(text, 14, 16);
+        int second = digits(text, 17, 19);
+        int millis = 0;
+        if (n > 19) {
+            if (digits(text, 20, n) < 0) {
+                return null;
+            }
+            for (int i = 20; i < 23; i++) {  // the first three digits, padded with zeros
+                millis = millis * 10 + (i < n ? text.charAt(i) - '0' : 0);
+            }
+        }
+        if ((year | month | day | hour | minute | second) < 0 || year == 0) {
+            return null;  // year 0 too: TIMESTAMP(3) holds years 1 to 9999, as for Avro timestamps
+        }
         try {
-            return LocalDateTime.of(Integer.parseInt(m.group(1)), Integer.parseInt(m.group(2)),
-                Integer.parseInt(m.group(3)), Integer.parseInt(m.group(4)), Integer.parseInt(m.group(5)),
-                Integer.parseInt(m.group(6)), millis * 1_000_000);
+            return LocalDateTime.of(year, month, day, hour, minute, second, millis * 1_000_000);
         } catch (DateTimeException e) {
             return null;
         }
+    }
+
+    /** The ASCII digits text[from, to) as a number (at most nine of them), or -1 if any is not one. */
+    private static int digits(String text, int from, int to) {
+        int value = 0;
+        for (int i = from; i < to; i++) {
+            char c = text.charAt(i);
+            if (c < '0' || c > '9') {
+                return -1;
+            }
+            value = value * 10 + (c - '0');
+        }
+        return value;
     }
 
     /** The payload as text PostgreSQL can store: UTF-8 with replacements, no NUL, bounded length. */

@@ -1,0 +1,63 @@
+"""Freshness alone, at several produce rates, with mini-batch off and at its default, in one run.
+
+Each run is `pipeline_bench.freshness`: the tumbling and passthrough jobs unbounded over a new
+topic fed in event-time order at the rate; p50/p99 from a trip being produced to its window's
+row counting it, and to its passthrough row. Rates and variants alternate, so the ratios compare
+runs made minutes apart.
+
+    .venv/bin/python bench/freshness_bench.py [--rates 2000,20000] [--seconds 40] [--rounds 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from pipeline_bench import freshness  # noqa: E402
+
+from tripstream.config import load_settings  # noqa: E402
+from tripstream.jobs.options import JobOptions  # noqa: E402
+from tripstream.stack import Stack  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="2000,20000")
+    parser.add_argument("--seconds", type=float, default=40.0)
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+    stack = Stack(load_settings())
+    variants = [0, JobOptions(job="tumbling").mini_batch_ms]
+    runs: list[dict[str, Any]] = []
+    for r in range(args.rounds):
+        for rate in (float(x) for x in args.rates.split(",")):
+            for mini_batch in variants:
+                res = freshness(stack, rate, args.seconds, mini_batch)
+                runs.append(res)
+                print(f"round {r}: {json.dumps(res)}", flush=True)
+    lines = [f"# Freshness, {args.seconds:.0f} s per run", "",
+             f"`.venv/bin/python bench/freshness_bench.py --rates {args.rates} --seconds {args.seconds:.0f} "
+             f"--rounds {args.rounds}`", "",
+             "| rate | mini-batch | trip -> window row, p50 | p99 | windows | trip -> passthrough row, p50 | p99 |",
+             "|---|---|---|---|---|---|---|"]
+    for res in runs:
+        w, e = res["window_ms"], res["event_ms"]
+        lines.append(f"| {res['rate_per_s']:,.0f}/s | {res['mini_batch_ms']} ms | {w['p50']} ms | {w['p99']} ms | "
+                     f"{w['windows']} | {e['p50']} ms | {e['p99']} ms |")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    out = ROOT / "bench" / "results" / f"freshness-{stamp}"
+    out.with_suffix(".json").write_text(json.dumps({"command": " ".join(sys.argv), "runs": runs}, indent=2))
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
