@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import sys
 import time
@@ -130,7 +131,7 @@ def _median(values: list[float]) -> float:
 def render(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> str:
     """Medians over the rounds; each variant's ratio is against the first variant of its sink."""
     lines = [f"# Engine: tumbling, {args.events:,} events from a filled topic, parallelism {args.parallelism}",
-             "", f"`.venv/bin/python bench/engine_bench.py {' '.join(sys.argv[1:])}`; "
+             "", f"`.venv/bin/python bench/engine_bench.py {shlex.join(sys.argv[1:])}`; "
              "medians over the rounds; each ratio is against the first variant "
              "with the same sink, measured in the same run.", "",
              "| variant | steady events/s | / base | submit -> client returns (job running) "

@@ -508,7 +508,7 @@ def _duration(value: Optional[str], option: str, allow_zero: bool = False) -> Op
 
 @app.command()
 def submit(
-    jobs: Annotated[list[str], typer.Argument(help="Built-in jobs (passthrough, tumbling, sliding, session, surge, anomalies) or declaration files (jobs/my_job.toml); several are submitted through one Flink client.", metavar="JOB...")],
+    jobs: Annotated[list[str], typer.Argument(help="Built-in jobs (passthrough, tumbling, sliding, session, surge, anomalies) or declaration files (jobs/my_job.toml); several are submitted through one Flink client.", metavar="JOB")],
     topic: Annotated[Optional[str], typer.Option(help="The trips topic to read (default: the declaration's, or trips).")] = None,
     watermark: Annotated[Optional[str], typer.Option(help="Bounded out-of-orderness of the watermark (default: the declaration's, or 15s).")] = None,
     idle_timeout: Annotated[Optional[str], typer.Option(help="Mark a quiet partition idle after this (off: 0; default 5s).")] = None,
@@ -535,7 +535,8 @@ def submit(
 ) -> None:
     """Submit a job to the Flink cluster: a built-in, or your own declared in a TOML file.
 
-    A declaration is checked first (a problem is one line naming the file and the key, exit 2);
+    Several jobs at once are checked first, then submitted through one Flink client (its start is
+    paid once); each runs as its own Flink job. A declaration is checked first (a problem is one line naming the file and the key, exit 2);
     then its PostgreSQL table is created or migrated, and the job writes it by upsert.
     """
     from tripstream.jobs.submit import restore_point
