@@ -535,9 +535,10 @@ def submit(
 ) -> None:
     """Submit a job to the Flink cluster: a built-in, or your own declared in a TOML file.
 
-    Several jobs at once are checked first, then submitted through one Flink client (its start is
-    paid once); each runs as its own Flink job. A declaration is checked first (a problem is one line naming the file and the key, exit 2);
-    then its PostgreSQL table is created or migrated, and the job writes it by upsert.
+    A declaration is checked first (a problem is one line naming the file and the key, exit 2);
+    then its PostgreSQL table is created or migrated, and the job writes it by upsert. Several jobs
+    are all checked first, then submitted through one Flink client (its start is paid once); each
+    runs as its own Flink job.
     """
     from tripstream.jobs.submit import restore_point
     from tripstream.jobs.submit import submit as submit_job

@@ -24,6 +24,15 @@ def encoded(data: dict[str, Any]) -> bytes:
     return json.dumps(data).encode()
 
 
+def at_limit_trips(prefix: str) -> list[bytes]:
+    """Good trips at Jackson's limits, which the Python rules must take as the Java ones do:
+    1,000 digits, 1,000 levels (the top object counts), one byte-order mark."""
+    tails = (b"1" * 1000, b"-" + b"1" * 500 + b"." + b"1" * 498 + b"e+12", b"[" * 999 + b"]" * 999)
+    trips = [encoded(trip(f"{prefix}-limit-{i}", "2021-03-01 08:03:00"))[:-1] + b', "ignored": ' + tail + b"}"
+             for i, tail in enumerate(tails)]
+    return [*trips, b"\xef\xbb\xbf" + encoded(trip(f"{prefix}-limit-bom", "2021-03-01 08:04:00"))]
+
+
 def bad_cases(prefix: str) -> list[tuple[bytes | None, str]]:
     """(payload, reason) for every kind of bad record the jobs must set aside."""
     ok = trip(f"{prefix}-x", "2021-03-01 08:03:00")

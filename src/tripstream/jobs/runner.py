@@ -21,8 +21,7 @@ MINI_BATCH_ROWS = 5000  # a mini-batch is flushed at this many rows, whatever it
 
 def main(spec_path: str) -> None:
     """Submit every job of the spec file, in order: one environment and one statement set each."""
-    spec = json.loads(Path(spec_path).read_text())
-    for job_spec in spec.get("jobs", [spec]):
+    for job_spec in json.loads(Path(spec_path).read_text())["jobs"]:
         submit_one(job_spec)
 
 
