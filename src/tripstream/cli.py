@@ -226,7 +226,7 @@ def produce(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary at the end.")] = False,
 ) -> None:
     """Send trip events to Kafka: a TLC file or a synthetic stream, keyed by pickup zone."""
-    from tripstream.events.producer import TripProducer, file_items, parse_speed, synthetic_items
+    from tripstream.events.producer import TripProducer, parse_speed, synthetic_items
     from tripstream.kafka.topics import ensure_topic, topic_limits, topic_partitions
 
     # Everything is checked before a single record is sent.
@@ -267,11 +267,12 @@ def produce(
         source = open_trip_file(file)
         if total is None and lo is None and hi is None:
             total = len(source)
-        items = file_items(source, order=order, limit=limit, start=lo, end=hi)
         source_name = file.name.split(".")[0]
     cfg = settings()
     producer = TripProducer(cfg.kafka, topic, fmt=fmt, key_field=key, client_overrides=overrides,
                             timestamps=timestamp, serializer=serializer)
+    if not synthetic:
+        items = producer.file_items(source, order=order, limit=limit, start=lo, end=hi)
     rejects_path = rejects or cfg.state_dir / "rejects" / f"{source_name}-{time.strftime('%Y%m%dT%H%M%S')}.jsonl"
     ensure_topic(cfg.kafka, topic, partitions=partitions, replication=replication)
     producer.limits = topic_limits(cfg.kafka, topic)

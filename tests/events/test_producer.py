@@ -17,7 +17,8 @@ from confluent_kafka.admin import NewTopic
 
 from tripstream.events import TripEvent
 
-from tripstream.events.producer import TripProducer
+from tripstream.events.producer import TripProducer, file_items
+from tripstream.events.readers import open_trip_file
 from tripstream.events.schema import event_time_ms, validate_record
 from tripstream.events.serializers import ConfluentAvroSerializer
 from tripstream.kafka.topics import admin, count, ensure_topic, read, topic_partitions
@@ -161,6 +162,21 @@ def test_a_zone_always_lands_in_one_partition(month: tuple[str, dict, list]) -> 
         partitions_of[msg.key()].add(msg.partition())
     assert all(len(p) == 1 for p in partitions_of.values())
     assert len(partitions_of) > 200
+
+
+def test_the_bulk_path_puts_the_same_records_in_the_same_partitions(stack: Stack, month: tuple[str, dict, list]) -> None:
+    """`produce FILE` builds its JSON records a batch at a time; one event at a time sends the same."""
+    topic, _, messages = month
+    other = _topic()
+    ensure_topic(stack.settings.kafka, other, partitions=4)
+    report = TripProducer(stack.settings.kafka, other).send(file_items(open_trip_file(SAMPLE), order="event-time"))
+    assert report.ok and report.sent == SAMPLE_ROWS
+    one_by_one = _messages(stack, other)
+
+    def records(msgs: list) -> list[tuple[int, int, bytes, bytes]]:
+        return sorted((m.partition(), m.offset(), m.key(), m.value()) for m in msgs)
+
+    assert records(messages) == records(one_by_one)
 
 
 def test_a_replay_gives_the_same_event_ids(stack: Stack, month: tuple[str, dict, list]) -> None:

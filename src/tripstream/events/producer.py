@@ -29,10 +29,11 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from tripstream.config import KafkaSettings
+from tripstream.events.bulk import EncodedBatch, JsonBatchEncoder
 from tripstream.events.errors import EventsError
 from tripstream.events.readers import Reject
 from tripstream.events.schema import TripEvent
-from tripstream.events.serializers import Serializer, get_serializer, key_for
+from tripstream.events.serializers import JsonSerializer, Serializer, get_serializer, key_for
 from tripstream.events.synthetic import Malformed
 from tripstream.kafka.topics import TopicLimits, topic_limits
 
@@ -203,10 +204,16 @@ class TripProducer:
         self.key_field = key_field
         self.config = kafka.client_config(**{**PRODUCER_DEFAULTS, **(client_overrides or {})})
         self.stop = StopFlag()
+        self._progress_at = 0.0  # when progress was last reported
         try:  # built here so a bad client setting fails before anything is sent
             self.producer = Producer(self.config)
         except KafkaException as exc:
             raise EventsError(f"bad Kafka client setting: {exc.args[0].str()}") from None
+
+    def file_items(self, source: Any, **kwargs: Any) -> Iterator[tuple[int | None, Item | EncodedBatch]]:
+        """A file's items for :meth:`send`: in JSON, ready records a batch at a time (same bytes)."""
+        encoder = JsonBatchEncoder(self.key_field) if isinstance(self.serializer, JsonSerializer) else None
+        return file_items(source, encoder, **kwargs)
 
     def _install_signals(self) -> Callable[[], None]:
         """SIGINT/SIGTERM ask the loop to stop (then everything accepted is flushed)."""
@@ -300,12 +307,19 @@ class TripProducer:
             rejects_fh.write(json.dumps(entry, default=str) + "\n")
 
         started = time.monotonic()
-        last_progress = started
+        self._progress_at = started
         try:
             for clock_ms, item in items:
                 if self.stop.is_set():
                     report.interrupted = True
                     break
+                if type(item) is EncodedBatch:
+                    for bad in item.rejects:
+                        reject({"row": bad.row_index, "reason": bad.reason, "raw": bad.raw})
+                    if not self._send_batch(item, report, pacer, max_bytes, on_delivery, reject, progress, started):
+                        report.interrupted = True
+                        break
+                    continue
                 if isinstance(item, Reject):
                     reject({"row": item.row_index, "reason": item.reason, "raw": item.raw})
                     continue
@@ -345,10 +359,10 @@ class TripProducer:
                 report.bytes += len(value)
                 if report.sent % 1000 == 0:
                     producer.poll(0)
-                    if progress is not None and time.monotonic() - last_progress > 0.25:
+                    if progress is not None and time.monotonic() - self._progress_at > 0.25:
                         report.seconds = time.monotonic() - started
                         progress(report)
-                        last_progress = time.monotonic()
+                        self._progress_at = time.monotonic()
         except KafkaException as exc:
             report.first_error = exc.args[0].str()
             raise EventsError(f"Kafka refused a record: {exc.args[0].str()}") from None
@@ -365,9 +379,74 @@ class TripProducer:
         return report
 
 
-def file_items(source: Any, **kwargs: Any) -> Iterator[tuple[int | None, Item]]:
-    """A TLC file's records with their event time (the pickup, epoch ms) as the pacing clock."""
-    return source.timed_records(**kwargs)
+    def _send_batch(self, batch: EncodedBatch, report: ProduceReport, pacer: Pacer, max_bytes: int,
+                    on_delivery: Callable[[Any, Any], None], reject: Callable[[dict[str, Any]], None],
+                    progress: Callable[[ProduceReport], None] | None, started: float) -> bool:
+        """Send a batch of ready records (the bulk path of :meth:`send`); False once stopped."""
+        producer, topic, stop = self.producer, self.topic, self.stop
+        produce = producer.produce
+        event_stamps = self.timestamps == "event"
+        paced = pacer.speed is not None
+        values, keys, clocks = batch.values, batch.keys, batch.clocks
+        # Records over the topic's limit are rare: look at each one only when the batch has one.
+        oversized = bool(values) and max(map(len, values)) + max(len(k or b"") for k in keys) > max_bytes
+        sent = report.sent
+        try:
+            for value, key, clock in zip(values, keys, clocks):
+                if paced:
+                    pacer.wait(clock)
+                    if stop.is_set():
+                        return False
+                elif not sent & 1023 and stop.is_set():
+                    return False
+                report.read += 1
+                size = len(value) + len(key or b"")
+                if oversized and size > max_bytes:
+                    reject({"event_id": value[13:45].decode(), "raw": value[:1024].decode("utf-8", "replace"),
+                            "reason": f"record of {size:,} bytes is over the topic's limit "
+                                      f"(max.message.bytes {self.limits.max_message_bytes:,})"})  # type: ignore[union-attr]
+                    continue
+                ts = self._timestamp(clock) if event_stamps else 0
+                try:
+                    if ts:
+                        produce(topic, value, key, timestamp=ts, on_delivery=on_delivery)
+                    else:  # positional (topic, value, key, partition, on_delivery): cheaper than keywords
+                        produce(topic, value, key, -1, on_delivery)
+                except (BufferError, KafkaException):
+                    refused = self._produce(topic, value, key, ts, on_delivery)
+                    if refused is not None:
+                        reject({"event_id": value[13:45].decode(), "raw": value[:1024].decode("utf-8", "replace"),
+                                "reason": f"record of {size:,} bytes refused by the client: {refused}"})
+                        continue
+                sent += 1
+                report.bytes += len(value)
+                if not sent & 1023:
+                    producer.poll(0)
+                    if progress is not None and time.monotonic() - self._progress_at > 0.25:
+                        report.sent = sent
+                        report.seconds = time.monotonic() - started
+                        progress(report)
+                        self._progress_at = time.monotonic()
+        finally:
+            report.sent = sent
+        return True
+
+
+def file_items(source: Any, encoder: JsonBatchEncoder | None = None,
+               **kwargs: Any) -> Iterator[tuple[int | None, Item | EncodedBatch]]:
+    """A TLC file's records with their event time (the pickup, epoch ms) as the pacing clock.
+
+    With an ``encoder`` the records come a batch at a time, ready to send (:mod:`tripstream.events.bulk`).
+    """
+    if encoder is None:
+        yield from source.timed_records(**kwargs)
+        return
+    for columns in source.column_batches(**kwargs):
+        batch = encoder.encode(columns)
+        if batch is None:
+            yield from columns.timed_items()
+        else:
+            yield None, batch
 
 
 def synthetic_items(stream: Any) -> Iterator[tuple[int | None, Item]]:

@@ -31,6 +31,7 @@ from tripstream.events.schema import (
     TripEvent,
     field_kind,
     format_epoch_seconds,
+    format_epoch_seconds_many,
     make_event_id,
     wall_clock_ms,
 )
@@ -81,6 +82,72 @@ class Reject:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
+class Columns:
+    """One converted batch of a file: each event field as a column of Python values.
+
+    Nothing per row is built yet: :meth:`timed_items` makes a :class:`TripEvent` per row, the
+    bulk encoder makes Kafka records straight from the columns. ``errors`` marks the rows that
+    cannot be events (position -> reason); :meth:`select` keeps the rows a read asked for.
+    """
+
+    __slots__ = ("tag", "taxi_type", "batch", "rows", "values", "pickup_seconds", "errors", "positions",
+                 "event_count")
+
+    def __init__(self, tag: str, taxi_type: str, batch: pa.RecordBatch | pa.Table, rows: Sequence[int],
+                 values: list[list[Any]], pickup_seconds: list[int | None], errors: dict[int, str]) -> None:
+        self.tag = tag
+        self.taxi_type = taxi_type
+        self.batch = batch
+        self.rows = rows  # the source row index of each position (it feeds the event id)
+        self.values = values  # per field of FIELDS[2:], a list over the batch's positions
+        self.pickup_seconds = pickup_seconds
+        self.errors = errors
+        # The positions kept, in order (rejects and events); None: every position.
+        self.positions: list[int] | None = None
+        self.event_count = len(batch) - len(errors)
+
+    def select(self, lo: int | None, hi: int | None, limit: int | None) -> None:
+        """Keep events with a pickup in ``[lo, hi)`` and every reject, up to ``limit`` events.
+
+        A reject is kept whatever its pickup (a bad row has no trustworthy time); the batch ends
+        right after the ``limit``-th event.
+        """
+        if lo is None and hi is None and (limit is None or limit >= self.event_count):
+            return
+        kept: list[int] = []
+        events = 0
+        errors, seconds = self.errors, self.pickup_seconds
+        for i in range(len(self.batch)):
+            if i not in errors:
+                s = seconds[i]
+                if s is None or (lo is not None and s < lo) or (hi is not None and s >= hi):
+                    continue
+                events += 1
+            kept.append(i)
+            if limit is not None and events >= limit:
+                break
+        self.positions = kept
+        self.event_count = events
+
+    def kept(self) -> Iterable[int]:
+        return range(len(self.batch)) if self.positions is None else self.positions
+
+    def reject(self, i: int) -> Reject:
+        return Reject(self.rows[i], self.errors[i], _raw_row(self.batch, i))
+
+    def timed_items(self) -> Iterator[tuple[int | None, TripEvent | Reject]]:
+        """Each kept row in order: ``(pickup epoch ms, event)``, or ``(None, reject)``."""
+        tag, taxi_type, rows, errors, seconds = self.tag, self.taxi_type, self.rows, self.errors, self.pickup_seconds
+        by_row = list(zip(*self.values))
+        for i in self.kept():
+            if i in errors:
+                yield None, self.reject(i)
+                continue
+            values = by_row[i]
+            event_id = make_event_id(tag, rows[i], taxi_type, *values)
+            yield seconds[i] * 1000, TripEvent(event_id, taxi_type, *values)  # type: ignore[operator]
+
+
 # ---------------------------------------------------------------------------------------------
 # Column converters: Arrow array -> (python values, {row offset: error}).
 # ---------------------------------------------------------------------------------------------
@@ -128,10 +195,10 @@ def _py_int(value: Any) -> int | None:
     if isinstance(value, bool):
         raise TypeError("bool")
     if isinstance(value, int):
-        return value
+        return _int64(value)
     if isinstance(value, str):
         try:
-            return int(value)
+            return _int64(int(value))
         except ValueError:
             pass
     number = float(value)
@@ -139,7 +206,14 @@ def _py_int(value: Any) -> int | None:
         return None
     if not number.is_integer():
         raise ValueError("not a whole number")
-    return int(number)
+    return _int64(int(number))
+
+
+def _int64(value: int) -> int:
+    """The value, if a 64-bit integer holds it (JSON and Avro writers, and Parquet, stop there)."""
+    if not -(1 << 63) <= value < (1 << 63):
+        raise ValueError("out of the 64-bit range")
+    return value
 
 
 def _py_datetime(value: Any) -> datetime | None:
@@ -214,6 +288,12 @@ def _convert_int(arr: pa.Array, label: str) -> Converted:
 def _convert_str(arr: pa.Array, label: str) -> Converted:
     if pa.types.is_null(arr.type):
         return [None] * len(arr), {}
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        # Few distinct values (Y/N flags): convert each once, then map the codes.
+        encoded = pc.dictionary_encode(arr)
+        distinct = [_blank_to_none(v) for v in encoded.dictionary.to_pylist()] + [None]
+        codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).tolist()
+        return [distinct[code] for code in codes], {}
     return _parse_loop(arr.to_pylist(), lambda v: _blank_to_none(str(v)), label)
 
 
@@ -225,8 +305,11 @@ def _convert_timestamp(arr: pa.Array, label: str) -> tuple[list[str | None], lis
         if arr.type.tz is not None:  # an instant: show it as the zone's wall-clock
             arr = pc.local_timestamp(arr)
         seconds = pc.cast(pc.cast(arr, pa.timestamp("s"), safe=False), pa.int64())
+        texts = format_epoch_seconds_many(seconds.fill_null(0).to_numpy(zero_copy_only=False))
+        if seconds.null_count == 0:
+            return texts, seconds.to_numpy(zero_copy_only=False).tolist(), {}
         secs = _numeric_list(seconds)
-        return [None if v is None else format_epoch_seconds(v) for v in secs], secs, {}
+        return [None if v is None else t for t, v in zip(texts, secs)], secs, {}
     if pa.types.is_null(arr.type):
         empty: list[Any] = [None] * len(arr)
         return empty, list(empty), {}
@@ -362,37 +445,50 @@ class TripSource:
         The reader has the pickup as a number already; the producer's pacing clock takes it
         from here instead of parsing the event's text again (a fifth of reading a file).
         """
+        batches = self.column_batches(order=order, limit=limit, start=start, end=end)
+        return (item for columns in batches for item in columns.timed_items())
+
+    def column_batches(
+        self,
+        *,
+        order: Order = "file",
+        limit: int | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> Iterator[Columns]:
+        """The converted file a batch at a time, with ``limit`` and the pickup bounds applied.
+
+        Every read of a file goes through here: :meth:`timed_records` builds one event per row
+        from a batch, the producer's bulk JSON encoder (:mod:`tripstream.events.bulk`) builds the
+        Kafka records straight from its columns.
+        """
         if order not in ("file", "event-time"):
             raise EventsError(f"unknown order {order!r}; use 'file' or 'event-time'")
         if limit is not None and limit < 0:
             raise EventsError(f"limit must be >= 0, got {limit}")
         lo = None if start is None else wall_clock_ms(start) // 1000
         hi = None if end is None else wall_clock_ms(end) // 1000
-        return self._records(order, limit, lo, hi)
+        return self._column_batches(order, limit, lo, hi)
 
-    def _records(
-        self, order: str, limit: int | None, lo: int | None, hi: int | None
-    ) -> Iterator[tuple[int | None, TripEvent | Reject]]:
+    def _column_batches(self, order: str, limit: int | None, lo: int | None, hi: int | None) -> Iterator[Columns]:
         if limit == 0:
             return
-        emitted = 0
-        for item in self._converted(order):
-            if isinstance(item, Reject):
-                yield None, item
-                continue
-            event, seconds = item
-            if (lo is not None and seconds < lo) or (hi is not None and seconds >= hi):
-                continue
-            yield seconds * 1000, event
-            emitted += 1
-            if limit is not None and emitted >= limit:
+        left = limit
+        for batch, rows in self._arrow_batches(order):
+            columns = self.convert(batch, rows)
+            columns.select(lo, hi, left)
+            if left is not None:
+                left -= columns.event_count
+            yield columns
+            if left is not None and left <= 0:
                 return
 
-    def _converted(self, order: str) -> Iterator[tuple[TripEvent, int] | Reject]:
+    def _arrow_batches(self, order: str) -> Iterator[tuple[pa.RecordBatch | pa.Table, Sequence[int]]]:
+        """(batch, source row index of each of its rows), in ``order``."""
         if order == "file":
             offset = 0
             for batch in self._batches():
-                yield from self._convert_batch(batch, range(offset, offset + len(batch)))
+                yield batch, range(offset, offset + len(batch))
                 offset += len(batch)
             return
         table = self._read_table()
@@ -402,56 +498,49 @@ class TripSource:
         indices = pc.sort_indices(pa.array(seconds, pa.int64()), null_placement="at_end")
         for first in range(0, len(indices), BATCH_ROWS):
             chunk = indices.slice(first, BATCH_ROWS)
-            batch = table.take(chunk).combine_chunks()
-            yield from self._convert_batch(batch, chunk.to_pylist())
+            yield table.take(chunk).combine_chunks(), chunk.to_pylist()
 
-    def _convert_batch(
-        self, batch: pa.RecordBatch | pa.Table, row_indices: Iterable[int]
-    ) -> Iterator[tuple[TripEvent, int] | Reject]:
-        """Convert one batch; events come with their pickup epoch seconds for bound checks."""
+    def convert(self, batch: pa.RecordBatch | pa.Table, rows: Sequence[int]) -> Columns:
+        """Convert one batch column by column; rows that cannot be events are marked, not dropped."""
         n = len(batch)
         errors: dict[int, str] = {}
-        columns: list[list[Any]] = []
+        values: list[list[Any]] = []
         pickup_seconds: list[int | None] = [None] * n
         for name in FIELDS[2:]:
             source = self.column_map.get(name)
             if source is None:
-                columns.append([None] * n)
+                values.append([None] * n)
                 continue
             arr = batch.column(source)
             if isinstance(arr, pa.ChunkedArray):
                 arr = arr.combine_chunks()
             kind = field_kind(name)
             if kind == "timestamp":
-                values, secs, errs = _convert_timestamp(arr, source)
+                converted, secs, errs = _convert_timestamp(arr, source)
                 if name == "pickup_at":
                     pickup_seconds = secs
             elif kind == "int":
-                values, errs = _convert_int(arr, source)
+                converted, errs = _convert_int(arr, source)
             elif kind == "float":
-                values, errs = _convert_float(arr, source)
+                converted, errs = _convert_float(arr, source)
             else:
-                values, errs = _convert_str(arr, source)
+                converted, errs = _convert_str(arr, source)
             for i, message in errs.items():
                 errors.setdefault(i, message)
-            columns.append(values)
+            values.append(converted)
         pickup_col = self.column_map["pickup_at"]
         pu_col = self.column_map["pu_location_id"]
-        pickups = columns[FIELDS.index("pickup_at") - 2]
-        zones = columns[FIELDS.index("pu_location_id") - 2]
-        tag, taxi_type = self.source_tag, self.taxi_type
-        for i, (row_index, values) in enumerate(zip(row_indices, zip(*columns))):
-            reason = errors.get(i)
-            if reason is None:
+        pickups = values[FIELDS.index("pickup_at") - 2]
+        zones = values[FIELDS.index("pu_location_id") - 2]
+        if pickups.count(None) or zones.count(None):
+            for i in range(n):
+                if i in errors:
+                    continue
                 if pickups[i] is None:
-                    reason = f"missing pickup time ({pickup_col} is null)"
+                    errors[i] = f"missing pickup time ({pickup_col} is null)"
                 elif zones[i] is None:
-                    reason = f"missing pickup zone ({pu_col} is null)"
-            if reason is not None:
-                yield Reject(row_index, reason, _raw_row(batch, i))
-                continue
-            event_id = make_event_id(tag, row_index, taxi_type, *values)
-            yield TripEvent(event_id, taxi_type, *values), pickup_seconds[i]
+                    errors[i] = f"missing pickup zone ({pu_col} is null)"
+        return Columns(self.source_tag, self.taxi_type, batch, rows, values, pickup_seconds, errors)
 
     # -- low-level IO -----------------------------------------------------------------------
 

@@ -231,7 +231,11 @@ def key_for(event: EventLike, key_field: str = "pu_location_id") -> bytes | None
     """
     if key_field not in FIELDS:
         raise EventsError(f"unknown key field {key_field!r}; choose one of {', '.join(FIELDS)}")
-    value = getattr(event, key_field) if isinstance(event, TripEvent) else event.get(key_field)
+    return key_bytes(getattr(event, key_field) if isinstance(event, TripEvent) else event.get(key_field))
+
+
+def key_bytes(value: Any) -> bytes | None:
+    """A key field's value as the message key (see :func:`key_for`); None for null."""
     if value is None:
         return None
     if isinstance(value, float) and value.is_integer():
