@@ -29,8 +29,12 @@ demo: bootstrap  ## Start the stack and run the pipeline on the bundled sample
 test: bootstrap  ## Run the test suite against a stack of its own (other ports)
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: up  ## Benchmarks (not part of test): producer, pipeline throughput/freshness/cost, recovery
+PEERS ?= quix,spark
+
+bench: up  ## Benchmarks (not part of test): producer, pipeline, a file into Kafka, and the peers (PEERS=none skips Quix Streams and Spark)
 	@$(PY) bench/pipeline_bench.py
+	@$(PY) bench/file_producer_bench.py --rounds 1
+	@if [ "$(PEERS)" != "none" ]; then $(PY) bench/peers_bench.py --peers $(PEERS); fi
 
 clean:  ## Stop everything, delete the state dirs, the jars and the venv
 	@if [ -x $(TS) ]; then $(TS) down --purge; $(TS) --state-dir .tripstream-test down --purge; fi

@@ -178,7 +178,8 @@ def _percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def freshness(stack: Stack, rate: float, seconds: float, mini_batch_ms: int | None = None) -> dict[str, Any]:
+def freshness(stack: Stack, rate: float, seconds: float, mini_batch_ms: int | None = None,
+              **options: Any) -> dict[str, Any]:
     """Both jobs run unbounded over one topic fed at ``rate`` events/s in event-time order.
 
     The tumbling job's windows update as trips arrive (lateness is decided per partition, so a
@@ -190,7 +191,7 @@ def freshness(stack: Stack, rate: float, seconds: float, mini_batch_ms: int | No
     ensure_topic(stack.settings.kafka, topic, partitions=4)
     with stack.postgres.connect() as conn:
         conn.execute("TRUNCATE trips, tumbling_zone_stats, late_trips, bad_records")
-    extra = {} if mini_batch_ms is None else {"mini_batch_ms": mini_batch_ms}
+    extra = dict(options) if mini_batch_ms is None else {"mini_batch_ms": mini_batch_ms, **options}
     jobs = [submit(stack, JobOptions(job=j, topic=topic, startup="earliest", **extra)) for j in ("tumbling", "passthrough")]
     for jid in jobs:
         stack.flink.wait_job_state(jid, {"RUNNING"}, 120)
@@ -244,6 +245,7 @@ def freshness(stack: Stack, rate: float, seconds: float, mini_batch_ms: int | No
     trip_lat = [seen - produced_at(watched[e]) for e, seen in seen_trips.items()]
     return {
         "rate_per_s": rate, "seconds": seconds, "mini_batch_ms": JobOptions(job="tumbling", **extra).mini_batch_ms,
+        "options": options,
         "window_ms": {"p50": round(1000 * _percentile(window_lat, 0.5)), "p99": round(1000 * _percentile(window_lat, 0.99)),
                       "windows": len(window_lat), "watched": len(watched_cells)},
         "event_ms": {"p50": round(1000 * _percentile(trip_lat, 0.5)), "p99": round(1000 * _percentile(trip_lat, 0.99)),

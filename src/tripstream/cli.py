@@ -529,6 +529,9 @@ def submit(
     max_future: Annotated[str, typer.Option(help="A pickup further ahead of now is a bad record.")] = "1d",
     sink: Annotated[str, typer.Option(help="jdbc (PostgreSQL) or blackhole (discard: the engine's ceiling).")] = "jdbc",
     mini_batch: Annotated[Optional[str], typer.Option(help="Aggregates buffer input this long before updating state (Flink mini-batch; off: 0; default 100ms).")] = None,
+    buffer_timeout: Annotated[Optional[str], typer.Option(help="Longest a row waits between tasks for a fuller network buffer (Flink's buffer timeout; default 100ms; 0: never).")] = None,
+    watermark_interval: Annotated[Optional[str], typer.Option(help="How often the source emits its watermark (default 200ms).")] = None,
+    sink_flush: Annotated[Optional[str], typer.Option(help="The PostgreSQL sink writes its batch at least this often (default 250ms).")] = None,
     format: Annotated[str, typer.Option("--format", help="The topic's values: json, avro (Confluent wire format, schemas from the registry) or auto (from its first records; json when empty).")] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Start from the job's latest savepoint or retained checkpoint.")] = False,
     from_savepoint: Annotated[Optional[Path], typer.Option(help="Start from this savepoint or checkpoint directory.")] = None,
@@ -558,6 +561,9 @@ def submit(
         "surge_ratio": surge_ratio, "surge_min_trips": surge_min_trips, "earliest_event": earliest_event,
         "max_future_ms": _duration(max_future, "--max-future", allow_zero=True), "sink": sink,
         "mini_batch_ms": _duration(mini_batch, "--mini-batch", allow_zero=True),
+        "buffer_timeout_ms": _duration(buffer_timeout, "--buffer-timeout", allow_zero=True),
+        "watermark_interval_ms": _duration(watermark_interval, "--watermark-interval"),
+        "sink_flush_ms": _duration(sink_flush, "--sink-flush"),
         "format": format.strip().lower(),
     }
     from tripstream.jobs.registry import resolve

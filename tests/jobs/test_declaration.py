@@ -95,6 +95,13 @@ def test_explain_shows_the_zone_join_the_dropoff_watermark_and_the_cumulating_wi
     assert "CUMULATE(TABLE trips_applicable, DESCRIPTOR(dropoff_at), INTERVAL '15' MINUTE(2), INTERVAL '1' HOUR(2))" in text
     assert "`pickup_zone` <> 'JFK Airport'" in text and "`payment_type` IN (1, 2)" in text
     assert "COUNT(DISTINCT `pu_location_id`)" in text and "SUM(CAST(`passenger_count` AS BIGINT))" in text
+    # The per-partition OVER step (behind a shuffle) carries only what the job reads: its time,
+    # keys, filters and measures, and what a late_trips row records. Not the trip's other fields.
+    timed = next(line for line in text.splitlines() if line.startswith("CREATE TEMPORARY VIEW trips_timed"))
+    carried = timed.split(" AS SELECT ", 1)[1].split(", MAX(", 1)[0]
+    assert carried == ("`dropoff_at`, `kafka_topic`, `kafka_partition`, `kafka_offset`, `event_id`, `pu_location_id`, "
+                       "`pickup_at`, `pickup_borough`, `payment_type`, `tip_amount`, `passenger_count`, "
+                       "`fare_amount`, `trip_distance`, `pickup_zone`")
 
 
 @pytest.mark.parametrize(("text", "message"), [

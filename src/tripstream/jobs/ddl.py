@@ -144,7 +144,7 @@ def jdbc_sink(name: str, table: str, columns: Sequence[tuple[str, str]], key: Se
     options = {
         **_jdbc_options(conn, table, _with_batched_inserts(conn["jdbc_url"])),
         "sink.buffer-flush.max-rows": "2000",
-        "sink.buffer-flush.interval": "250ms",
+        "sink.buffer-flush.interval": f"{conn['sink_flush_ms']}ms",
         "sink.max-retries": "10",
     }
     return f"CREATE TEMPORARY TABLE {name} (\n" + ",\n".join(cols) + f"\n) WITH (\n  {_with(options)}\n)"

@@ -146,7 +146,8 @@ def build(t_env: Any, statements: Any, opts: JobOptions, conn: dict[str, Any], d
                                       f"FROM (SELECT 'all' AS `scope`, * FROM trips_applicable) GROUP BY `scope`")
         return
     register_late_sink(t_env, conn)
-    timed_view(t_env, opts, source, time)
+    used = [*keys, *(a.column for a in decl.aggregates if a.column), *(f.column for f in decl.filters)]
+    timed_view(t_env, opts, source, time, used)
     t_env.execute_sql(f"CREATE TEMPORARY VIEW trips_applicable AS SELECT * FROM trips_timed WHERE {conditions}")
     lateness = decl.allowed_lateness_ms
     if window.kind == "session":

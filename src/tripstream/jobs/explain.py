@@ -30,7 +30,7 @@ class Explanation:
 def explain(job: JobSpec, opts: JobOptions) -> Explanation:
     """The job's statements, table and truth, as text."""
     recorder = Recorder()
-    job.build(recorder, recorder, opts, dict(PLACEHOLDERS, sink="jdbc"))
+    job.build(recorder, recorder, opts, dict(PLACEHOLDERS, sink="jdbc", sink_flush_ms=opts.sink_flush_ms))
     if isinstance(job, DeclaredJob):
         from tripstream.verify.truth import applicable_sql, declared_sql
 

@@ -107,6 +107,12 @@ class JobOptions:
     # (Flink's mini-batch: one state access and one output row per key per batch, and a local
     # pre-aggregate before the shuffle). It adds at most this much to a row's latency; 0 turns it off.
     mini_batch_ms: int = 100
+    # Streaming: how long a row may wait for company before it moves on, at each of the three
+    # places that batch for throughput: a network buffer between tasks (Flink's buffer timeout),
+    # the source's watermark (emitted every this often) and the PostgreSQL sink's batch.
+    buffer_timeout_ms: int = 100
+    watermark_interval_ms: int = 200
+    sink_flush_ms: int = 250
 
     def __post_init__(self) -> None:
         if not _JOB_NAME.match(self.job):
@@ -134,6 +140,9 @@ class JobOptions:
             raise ConfigError(f"--format must be {', '.join(PAYLOAD_FORMATS)} or auto, got {self.format!r}")
         if self.mini_batch_ms < 0:
             raise ConfigError(f"--mini-batch must not be negative, got {self.mini_batch_ms} ms")
+        if self.buffer_timeout_ms < 0 or self.watermark_interval_ms < 1 or self.sink_flush_ms < 1:
+            raise ConfigError("the buffer timeout must not be negative, the watermark interval and the sink's "
+                              "flush interval must be positive")
         if self.max_future_ms < 0:
             raise ConfigError(f"--max-future must not be negative, got {self.max_future_ms} ms")
         if self.surge_ratio <= 1 or self.surge_min_trips < 1 or self.surge_baseline_windows < 1:

@@ -55,6 +55,8 @@ def submit_one(spec: dict[str, Any]) -> None:
         config.set("execution.checkpointing.interval", f"{opts.checkpoint_interval_ms} ms")
         config.set("execution.checkpointing.mode", "EXACTLY_ONCE")
         config.set("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+        config.set("execution.buffer-timeout.interval", f"{opts.buffer_timeout_ms} ms")
+        config.set("pipeline.auto-watermark-interval", f"{opts.watermark_interval_ms} ms")
         if opts.idle_timeout_ms:
             config.set("table.exec.source.idle-timeout", f"{opts.idle_timeout_ms} ms")
         if opts.mini_batch_ms:
@@ -65,7 +67,7 @@ def submit_one(spec: dict[str, Any]) -> None:
             config.set("table.exec.mini-batch.size", str(MINI_BATCH_ROWS))
     job = resolve(opts.job, opts, spec.get("declaration"))
     statements = t_env.create_statement_set()
-    job.build(t_env, statements, opts, {**spec["connections"], "sink": opts.sink})
+    job.build(t_env, statements, opts, {**spec["connections"], "sink": opts.sink, "sink_flush_ms": opts.sink_flush_ms})
     statements.execute()
 
 

@@ -41,18 +41,31 @@ LATE_KEY = ["job", *KAFKA_COLUMNS]
 WM = "partition_wm"  # the column holding the partition watermark each trip met
 
 
-def timed_view(t_env: Any, opts: JobOptions, source: str = "trips_src", time_field: str = "pickup_at") -> None:
+# What a late_trips row takes from a trip (late_select), besides the window's end.
+LATE_FIELDS = (*KAFKA_COLUMNS, "event_id", "pu_location_id", "pickup_at")
+
+
+def timed_view(t_env: Any, opts: JobOptions, source: str = "trips_src", time_field: str = "pickup_at",
+               columns: Sequence[str] | None = None) -> None:
     """``trips_timed``: ``source`` with each trip's partition watermark (column ``partition_wm``).
 
     The OVER aggregate is keyed by partition and ordered by arrival, which within a partition is
     offset order. In batch mode the input is complete and nothing is late: the column is NULL.
+    ``columns``: the only ones the job reads downstream (and :data:`LATE_FIELDS`). The OVER
+    aggregate sits behind a shuffle by partition, and the planner does not prune columns through
+    it, so without them every trip crosses the network with all its fields.
     """
     if opts.mode == "batch":
         wm = "CAST(NULL AS TIMESTAMP(3))"
     else:
         wm = (f"MAX(CAST({time_field} AS TIMESTAMP(3))) OVER (PARTITION BY kafka_topic, kafka_partition "
               f"ORDER BY proc_time ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) - {interval(opts.watermark_ms)}")
-    t_env.execute_sql(f"CREATE TEMPORARY VIEW trips_timed AS SELECT *, {wm} AS {WM} FROM {source}")
+    if columns is None:
+        selected = "*"
+    else:
+        wanted = list(dict.fromkeys([time_field, *LATE_FIELDS, *columns]))
+        selected = ", ".join(f"`{c}`" for c in wanted)
+    t_env.execute_sql(f"CREATE TEMPORARY VIEW trips_timed AS SELECT {selected}, {wm} AS {WM} FROM {source}")
 
 
 def late_when(end_expr: str, lateness_ms: int = 0) -> str:
