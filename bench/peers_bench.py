@@ -59,7 +59,7 @@ import pyarrow as pa
 from psycopg.conninfo import conninfo_to_dict
 
 from peers.install import InstallError, ensure, spark_jars
-from pipeline_bench import machine, versions
+from pipeline_bench import machine, percentile, versions
 from tripstream.config import load_settings
 from tripstream.events.producer import Item, TripProducer, synthetic_items
 from tripstream.events.schema import TripEvent, event_time_ms
@@ -69,7 +69,9 @@ from tripstream.jobs.registry import builtin
 from tripstream.jobs.submit import stop, submit
 from tripstream.kafka.topics import admin, ensure_topic, read
 from tripstream.stack import Stack
+from tripstream.stack.errors import WaitTimeout
 from tripstream.stack.flink import rest_get
+from tripstream.stack.process import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -77,7 +79,6 @@ PEERS_SRC = ROOT / "bench" / "peers"
 WORK = ROOT / "build" / "peers"
 START = datetime(2021, 3, 1)
 EVENT_RATE = 2.0  # simulated trips per second of event time (as the pipeline benchmark uses)
-POLL_S = 0.1  # the sampling period of the measurements, not a synchronisation
 
 Cell = tuple[int, int]  # (window start in epoch ms, zone)
 Row = tuple[int, float, float, float]  # trips, revenue, tips, avg_distance
@@ -90,19 +91,6 @@ class PeerFailed(RuntimeError):
 def one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
-# -- waiting ----------------------------------------------------------------------------------------
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, period: float = POLL_S) -> Any:
-    """Poll ``condition`` until it returns something truthy; TimeoutError naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not after {timeout:.0f} s")
-        time.sleep(period)
 
 
 # -- input and truth --------------------------------------------------------------------------------
@@ -352,9 +340,9 @@ def run_quix(stack: Stack, python: Path, filled: Filled, processes: int, window_
             return done()
 
         try:
-            wait_for(finished_or_failed, peer_timeout(filled.events),
-                     f"quix {processes} process(es): every closed window's row in {table}", period=0.25)
-        except TimeoutError as exc:
+            wait_until(finished_or_failed, peer_timeout(filled.events),
+                     f"quix {processes} process(es): every closed window's row in {table}", interval=0.25)
+        except WaitTimeout as exc:
             raise PeerFailed(f"{exc} (rows, trips seen {done.seen}, expected {done.expect})") from None
         wall = time.time() - t0
     finally:
@@ -398,9 +386,9 @@ def run_spark(stack: Stack, python: Path, filled: Filled, window_ms: int, waterm
                 wall = time.time() - t0
             return proc.popen.poll() is not None
 
-        wait_for(rows_or_exit, peer_timeout(filled.events),
-                 "spark: the availableNow query to read the topic to its end and stop", period=0.25)
-    except TimeoutError as exc:
+        wait_until(rows_or_exit, peer_timeout(filled.events),
+                 "spark: the availableNow query to read the topic to its end and stop", interval=0.25)
+    except WaitTimeout as exc:
         raise PeerFailed(str(exc)) from None
     finally:
         end([proc])
@@ -421,13 +409,6 @@ def run_spark(stack: Stack, python: Path, filled: Filled, window_ms: int, waterm
 
 
 # -- freshness --------------------------------------------------------------------------------------
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
 def freshness(stack: Stack, name: str, table: str, rate: float, seconds: float, window_ms: int, watermark_ms: int,
               start: Callable[[str], Callable[[], None]]) -> dict[str, Any]:
     """One engine alone on a fresh topic fed at ``rate`` events/s in event-time order.
@@ -481,9 +462,9 @@ def freshness(stack: Stack, name: str, table: str, rate: float, seconds: float, 
                 return not thread.is_alive() and len(seen) == len(watched)
 
             try:
-                wait_for(all_seen, seconds + 60, f"{name}: every watched window's row counting its last trip",
+                wait_until(all_seen, seconds + 60, f"{name}: every watched window's row counting its last trip",
                          period=0.05)
-            except TimeoutError as exc:
+            except WaitTimeout as exc:
                 print(f"  {exc} ({len(seen)} of {len(watched)} seen)", file=sys.stderr, flush=True)
         thread.join()
     finally:
@@ -491,7 +472,7 @@ def freshness(stack: Stack, name: str, table: str, rate: float, seconds: float, 
         delete_topics_of(stack, topic)
     # Cells whose last trip came in the first 2 s are left out: the engine was still warming up.
     lat = [seen[c] - produced_at(watched[c][1]) for c in seen if produced_at(watched[c][1]) > t0 + 2]
-    p50, p99 = _percentile(lat, 0.5), _percentile(lat, 0.99)
+    p50, p99 = percentile(lat, 0.5), percentile(lat, 0.99)
     return {"engine": name, "rate_per_s": rate, "seconds": seconds, "watched": len(watched), "seen": len(seen),
             "p50_ms": None if p50 is None else round(1000 * p50), "p99_ms": None if p99 is None else round(1000 * p99)}
 
@@ -526,7 +507,7 @@ def spark_starter(stack: Stack, python: Path, table: str, mode: str, window_ms: 
             shutil.rmtree(checkpoint, ignore_errors=True)
 
         try:
-            wait_for(ready, 300, f"spark ({mode}): the query waiting for data", period=0.2)
+            wait_until(ready, 300, f"spark ({mode}): the query waiting for data", interval=0.2)
         except BaseException:
             stop_spark()
             raise

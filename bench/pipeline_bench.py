@@ -171,7 +171,7 @@ def throughput(stack: Stack, topic: str, n: int, parallelism: int) -> dict[str, 
 
 
 # -- freshness --------------------------------------------------------------------------------------
-def _percentile(values: list[float], q: float) -> float | None:
+def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
@@ -246,9 +246,9 @@ def freshness(stack: Stack, rate: float, seconds: float, mini_batch_ms: int | No
     return {
         "rate_per_s": rate, "seconds": seconds, "mini_batch_ms": JobOptions(job="tumbling", **extra).mini_batch_ms,
         "options": options,
-        "window_ms": {"p50": round(1000 * _percentile(window_lat, 0.5)), "p99": round(1000 * _percentile(window_lat, 0.99)),
+        "window_ms": {"p50": round(1000 * percentile(window_lat, 0.5)), "p99": round(1000 * percentile(window_lat, 0.99)),
                       "windows": len(window_lat), "watched": len(watched_cells)},
-        "event_ms": {"p50": round(1000 * _percentile(trip_lat, 0.5)), "p99": round(1000 * _percentile(trip_lat, 0.99)),
+        "event_ms": {"p50": round(1000 * percentile(trip_lat, 0.5)), "p99": round(1000 * percentile(trip_lat, 0.99)),
                      "events": len(trip_lat)},
     }
 
