@@ -35,6 +35,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from freshness_bench import SHORT_FLUSHES  # noqa: E402
 
 from tripstream.config import load_settings  # noqa: E402
 from tripstream.events.producer import TripProducer, synthetic_items  # noqa: E402
@@ -88,15 +91,20 @@ def main() -> None:
     parser.add_argument("--baseline-jar", type=Path, help="another functions jar, run as the first variant")
     parser.add_argument("--baseline-name", default="baseline jar, mini-batch off")
     parser.add_argument("--baseline-mini-batch-ms", type=int, default=0, help="the baseline's --mini-batch")
+    parser.add_argument("--short-flushes", action="store_true", help=f"also run with {SHORT_FLUSHES}")
+    parser.add_argument("--no-mini-batch-off", action="store_true", help="skip the variant without mini-batch")
     args = parser.parse_args()
     settings = load_settings()
     stack = Stack(settings)
-    stacks = {name: stack for name in VARIANTS}
+    chosen = {name: fields for name, fields in VARIANTS.items() if not (args.no_mini_batch_off and fields)}
+    if args.short_flushes:
+        chosen["short flushes"] = SHORT_FLUSHES
+    stacks = {name: stack for name in chosen}
     if args.baseline_jar:
         stacks = {args.baseline_name: Stack(replace(settings, jars_dir=_jars_with(settings.jars_dir, args.baseline_jar))),
                   **stacks}
-    variants = ({args.baseline_name: {"mini_batch_ms": args.baseline_mini_batch_ms}, **VARIANTS}
-                if args.baseline_jar else VARIANTS)
+    variants = ({args.baseline_name: {"mini_batch_ms": args.baseline_mini_batch_ms}, **chosen}
+                if args.baseline_jar else chosen)
     topic = f"bench-engine-{uuid.uuid4().hex[:8]}"
     ensure_topic(stack.settings.kafka, topic, partitions=4)
     report = TripProducer(stack.settings.kafka, topic).send(

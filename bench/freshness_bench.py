@@ -38,25 +38,30 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--short-flushes", action="store_true", help=f"also run with {SHORT_FLUSHES}")
+    parser.add_argument("--no-mini-batch-off", action="store_true", help="skip the variant without mini-batch")
+    parser.add_argument("--jobs", default="tumbling,passthrough", help="tumbling, passthrough or both")
+    parser.add_argument("--parallelism", type=int, default=1)
     args = parser.parse_args()
     stack = Stack(load_settings())
     defaults = JobOptions(job="tumbling")
     variants: dict[str, dict[str, Any]] = {
-        "mini-batch off": {"mini_batch_ms": 0},
+        **({} if args.no_mini_batch_off else {"mini-batch off": {"mini_batch_ms": 0}}),
         "defaults": {},
         **({"short flushes": SHORT_FLUSHES} if args.short_flushes else {}),
     }
+    jobs = tuple(j.strip() for j in args.jobs.split(",") if j.strip())
     runs: list[dict[str, Any]] = []
     for r in range(args.rounds):
         for rate in (float(x) for x in args.rates.split(",")):
             for name, options in variants.items():
-                res = freshness(stack, rate, args.seconds, **options)
+                res = freshness(stack, rate, args.seconds, jobs=jobs, parallelism=args.parallelism, **options)
                 res["variant"] = name
                 runs.append(res)
                 print(f"round {r}: {json.dumps(res)}", flush=True)
     lines = [f"# Freshness, {args.seconds:.0f} s per run", "",
              f"`.venv/bin/python bench/freshness_bench.py --rates {args.rates} --seconds {args.seconds:.0f} "
-             f"--rounds {args.rounds}{' --short-flushes' if args.short_flushes else ''}`", "",
+             f"--rounds {args.rounds}{' --short-flushes' if args.short_flushes else ''}"
+             f"{' --no-mini-batch-off' if args.no_mini_batch_off else ''} --jobs {args.jobs} --parallelism {args.parallelism}`", "",
              f"Defaults: mini-batch {defaults.mini_batch_ms} ms, buffer timeout {defaults.buffer_timeout_ms} ms, "
              f"watermark interval {defaults.watermark_interval_ms} ms, sink flush {defaults.sink_flush_ms} ms. "
              f"Short flushes: {SHORT_FLUSHES}.", "",
@@ -65,7 +70,7 @@ def main() -> None:
     for res in runs:
         w, e = res["window_ms"], res["event_ms"]
         lines.append(f"| {res['rate_per_s']:,.0f}/s | {res['variant']} | {w['p50']} ms | {w['p99']} ms | "
-                     f"{w['windows']} | {e['p50']} ms | {e['p99']} ms |")
+                     f"{w['windows']} | {e['p50'] if e['events'] else '-'} ms | {e['p99'] if e['events'] else '-'} ms |")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     out = ROOT / "bench" / "results" / f"freshness-{stamp}"
     out.with_suffix(".json").write_text(json.dumps({"command": " ".join(sys.argv), "runs": runs}, indent=2))
