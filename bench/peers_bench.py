@@ -341,7 +341,7 @@ def run_quix(stack: Stack, python: Path, filled: Filled, processes: int, window_
 
         try:
             wait_until(finished_or_failed, peer_timeout(filled.events),
-                     f"quix {processes} process(es): every closed window's row in {table}", interval=0.25)
+                       f"quix {processes} process(es): every closed window's row in {table}", interval=0.25)
         except WaitTimeout as exc:
             raise PeerFailed(f"{exc} (rows, trips seen {done.seen}, expected {done.expect})") from None
         wall = time.time() - t0
@@ -387,7 +387,7 @@ def run_spark(stack: Stack, python: Path, filled: Filled, window_ms: int, waterm
             return proc.popen.poll() is not None
 
         wait_until(rows_or_exit, peer_timeout(filled.events),
-                 "spark: the availableNow query to read the topic to its end and stop", interval=0.25)
+                   "spark: the availableNow query to read the topic to its end and stop", interval=0.25)
     except WaitTimeout as exc:
         raise PeerFailed(str(exc)) from None
     finally:
@@ -463,7 +463,7 @@ def freshness(stack: Stack, name: str, table: str, rate: float, seconds: float, 
 
             try:
                 wait_until(all_seen, seconds + 60, f"{name}: every watched window's row counting its last trip",
-                         period=0.05)
+                           interval=0.05)
             except WaitTimeout as exc:
                 print(f"  {exc} ({len(seen)} of {len(watched)} seen)", file=sys.stderr, flush=True)
         thread.join()
