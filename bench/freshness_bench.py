@@ -32,6 +32,10 @@ from tripstream.stack import Stack  # noqa: E402
 SHORT_FLUSHES: dict[str, int] = {"buffer_timeout_ms": 10, "watermark_interval_ms": 50, "sink_flush_ms": 50}
 
 
+def _ms(value: int | None) -> str:
+    return "-" if value is None else f"{value} ms"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default="2000,20000")
@@ -69,8 +73,8 @@ def main() -> None:
              "|---|---|---|---|---|---|---|"]
     for res in runs:
         w, e = res["window_ms"], res["event_ms"]
-        lines.append(f"| {res['rate_per_s']:,.0f}/s | {res['variant']} | {w['p50']} ms | {w['p99']} ms | "
-                     f"{w['windows']} | {e['p50'] if e['events'] else '-'} ms | {e['p99'] if e['events'] else '-'} ms |")
+        lines.append(f"| {res['rate_per_s']:,.0f}/s | {res['variant']} | {_ms(w['p50'])} | {_ms(w['p99'])} | "
+                     f"{w['windows']} | {_ms(e['p50'])} | {_ms(e['p99'])} |")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     out = ROOT / "bench" / "results" / f"freshness-{stamp}"
     out.with_suffix(".json").write_text(json.dumps({"command": " ".join(sys.argv), "runs": runs}, indent=2))
