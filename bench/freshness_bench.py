@@ -30,6 +30,8 @@ from tripstream.stack import Stack  # noqa: E402
 
 # Every place that holds rows for company, held for less.
 SHORT_FLUSHES: dict[str, int] = {"buffer_timeout_ms": 10, "watermark_interval_ms": 50, "sink_flush_ms": 50}
+# The same as `tripstream submit` flags.
+SHORT_FLUSHES_FLAGS = " ".join(f"--{k.removesuffix('_ms').replace('_', '-')} {v}ms" for k, v in SHORT_FLUSHES.items())
 
 
 def _ms(value: int | None) -> str:
