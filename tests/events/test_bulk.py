@@ -36,10 +36,8 @@ def _one_by_one(path: Path, key_field: str, **kwargs: Any) -> tuple[list[tuple[b
 def _bulk(path: Path, key_field: str, **kwargs: Any) -> tuple[list[tuple[bytes, bytes | None, int]], list[Reject]]:
     records: list[tuple[bytes, bytes | None, int]] = []
     rejects: list[Reject] = []
-    batches = 0
     for clock, item in file_items(open_trip_file(path), JsonBatchEncoder(key_field), **kwargs):
-        assert clock is None, "the bulk path gave a single event: a batch fell back to the one-event path"
-        batches += 1
+        assert clock is None, "the bulk path gave a single event, not a batch"
         records += zip(item.values, item.keys, item.clocks)
         rejects += item.rejects
     return records, rejects

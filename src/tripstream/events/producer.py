@@ -29,7 +29,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from tripstream.config import KafkaSettings
-from tripstream.events.bulk import EncodedBatch, JsonBatchEncoder
+from tripstream.events.bulk import EncodedBatch, JsonBatchEncoder, event_id_of
 from tripstream.events.errors import EventsError
 from tripstream.events.readers import Reject
 from tripstream.events.schema import TripEvent
@@ -247,6 +247,18 @@ class TripProducer:
                     raise
                 return str(exc.args[0].str())
 
+    def _over_limit(self, size: int) -> str:
+        return (f"record of {size:,} bytes is over the topic's limit "
+                f"(max.message.bytes {self.limits.max_message_bytes:,})")  # type: ignore[union-attr]
+
+    def _tick(self, report: ProduceReport, started: float, progress: Callable[[ProduceReport], None] | None) -> None:
+        """Every 1,024 records sent: serve delivery reports, and report progress at most every 0.25 s."""
+        self.producer.poll(0)
+        if progress is not None and time.monotonic() - self._progress_at > 0.25:
+            report.seconds = time.monotonic() - started
+            progress(report)
+            self._progress_at = time.monotonic()
+
     def _timestamp(self, event_ms: int | None) -> int:
         """The pickup as the record timestamp, unless the broker would refuse it: then produce time.
 
@@ -343,26 +355,18 @@ class TripProducer:
                     event_ms = item.event_time_ms if event_stamps else None
                 size = len(value) + len(key or b"")
                 if size > max_bytes:
-                    reject({"event_id": getattr(item, "event_id", None),
-                            "reason": f"record of {size:,} bytes is over the topic's limit "
-                                      f"(max.message.bytes {self.limits.max_message_bytes:,})",
-                            "raw": value[:1024].decode("utf-8", "replace")})
+                    reject(_refused(getattr(item, "event_id", None), value, self._over_limit(size)))
                     continue
                 ts = self._timestamp(event_ms) if event_stamps else 0  # 0: librdkafka stamps now
                 refused = self._produce(topic, value, key, ts, on_delivery)
                 if refused is not None:  # the client's own message.max.bytes is below the topic's
-                    reject({"event_id": getattr(item, "event_id", None),
-                            "reason": f"record of {size:,} bytes refused by the client: {refused}",
-                            "raw": value[:1024].decode("utf-8", "replace")})
+                    reject(_refused(getattr(item, "event_id", None), value,
+                                    f"record of {size:,} bytes refused by the client: {refused}"))
                     continue
                 report.sent += 1
                 report.bytes += len(value)
-                if report.sent % 1000 == 0:
-                    producer.poll(0)
-                    if progress is not None and time.monotonic() - self._progress_at > 0.25:
-                        report.seconds = time.monotonic() - started
-                        progress(report)
-                        self._progress_at = time.monotonic()
+                if not report.sent & 1023:
+                    self._tick(report, started, progress)
         except KafkaException as exc:
             report.first_error = exc.args[0].str()
             raise EventsError(f"Kafka refused a record: {exc.args[0].str()}") from None
@@ -383,53 +387,45 @@ class TripProducer:
                     on_delivery: Callable[[Any, Any], None], reject: Callable[[dict[str, Any]], None],
                     progress: Callable[[ProduceReport], None] | None, started: float) -> bool:
         """Send a batch of ready records (the bulk path of :meth:`send`); False once stopped."""
-        producer, topic, stop = self.producer, self.topic, self.stop
-        produce = producer.produce
+        topic, stop = self.topic, self.stop
+        produce = self.producer.produce
         event_stamps = self.timestamps == "event"
         paced = pacer.speed is not None
         values, keys, clocks = batch.values, batch.keys, batch.clocks
         # Records over the topic's limit are rare: look at each one only when the batch has one.
         oversized = bool(values) and max(map(len, values)) + max(len(k or b"") for k in keys) > max_bytes
-        sent = report.sent
-        try:
-            for value, key, clock in zip(values, keys, clocks):
-                if paced:
-                    pacer.wait(clock)
-                    if stop.is_set():
-                        return False
-                elif not sent & 1023 and stop.is_set():
-                    return False
-                report.read += 1
-                size = len(value) + len(key or b"")
-                if oversized and size > max_bytes:
-                    reject({"event_id": value[13:45].decode(), "raw": value[:1024].decode("utf-8", "replace"),
-                            "reason": f"record of {size:,} bytes is over the topic's limit "
-                                      f"(max.message.bytes {self.limits.max_message_bytes:,})"})  # type: ignore[union-attr]
+        for value, key, clock in zip(values, keys, clocks):
+            if paced:
+                pacer.wait(clock)
+            if stop.is_set():
+                return False
+            report.read += 1
+            size = len(value) + len(key or b"")
+            if oversized and size > max_bytes:
+                reject(_refused(event_id_of(value), value, self._over_limit(size)))
+                continue
+            ts = self._timestamp(clock) if event_stamps else 0
+            try:
+                if ts:
+                    produce(topic, value, key, timestamp=ts, on_delivery=on_delivery)
+                else:  # positional (topic, value, key, partition, on_delivery): cheaper than keywords
+                    produce(topic, value, key, -1, on_delivery)
+            except (BufferError, KafkaException):  # a full queue, or a record the client refuses
+                refused = self._produce(topic, value, key, ts, on_delivery)
+                if refused is not None:
+                    reject(_refused(event_id_of(value), value,
+                                    f"record of {size:,} bytes refused by the client: {refused}"))
                     continue
-                ts = self._timestamp(clock) if event_stamps else 0
-                try:
-                    if ts:
-                        produce(topic, value, key, timestamp=ts, on_delivery=on_delivery)
-                    else:  # positional (topic, value, key, partition, on_delivery): cheaper than keywords
-                        produce(topic, value, key, -1, on_delivery)
-                except (BufferError, KafkaException):
-                    refused = self._produce(topic, value, key, ts, on_delivery)
-                    if refused is not None:
-                        reject({"event_id": value[13:45].decode(), "raw": value[:1024].decode("utf-8", "replace"),
-                                "reason": f"record of {size:,} bytes refused by the client: {refused}"})
-                        continue
-                sent += 1
-                report.bytes += len(value)
-                if not sent & 1023:
-                    producer.poll(0)
-                    if progress is not None and time.monotonic() - self._progress_at > 0.25:
-                        report.sent = sent
-                        report.seconds = time.monotonic() - started
-                        progress(report)
-                        self._progress_at = time.monotonic()
-        finally:
-            report.sent = sent
+            report.sent += 1
+            report.bytes += len(value)
+            if not report.sent & 1023:
+                self._tick(report, started, progress)
         return True
+
+
+def _refused(event_id: str | None, value: bytes, reason: str) -> dict[str, Any]:
+    """A rejects-file entry for a record Kafka would not take."""
+    return {"event_id": event_id, "reason": reason, "raw": value[:1024].decode("utf-8", "replace")}
 
 
 def file_items(source: Any, encoder: JsonBatchEncoder | None = None,
@@ -442,11 +438,7 @@ def file_items(source: Any, encoder: JsonBatchEncoder | None = None,
         yield from source.timed_records(**kwargs)
         return
     for columns in source.column_batches(**kwargs):
-        batch = encoder.encode(columns)
-        if batch is None:
-            yield from columns.timed_items()
-        else:
-            yield None, batch
+        yield None, encoder.encode(columns)
 
 
 def synthetic_items(stream: Any) -> Iterator[tuple[int | None, Item]]:

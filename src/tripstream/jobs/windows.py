@@ -80,7 +80,7 @@ def register_late_sink(t_env: Any, conn: dict[str, Any]) -> None:
 
 def late_select(job: str, end_expr: str) -> str:
     """The SELECT list of a late_trips row (a FROM over trips_timed or a window view follows)."""
-    return f"SELECT '{job}', {', '.join(KAFKA_COLUMNS)}, event_id, pu_location_id, pickup_at, {end_expr}, {WM}"
+    return f"SELECT '{job}', {', '.join(LATE_FIELDS)}, {end_expr}, {WM}"
 
 
 def windowed_view(t_env: Any, name: str, tvf: str) -> None:
