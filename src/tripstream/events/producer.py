@@ -251,8 +251,14 @@ class TripProducer:
         return (f"record of {size:,} bytes is over the topic's limit "
                 f"(max.message.bytes {self.limits.max_message_bytes:,})")  # type: ignore[union-attr]
 
-    def _tick(self, report: ProduceReport, started: float, progress: Callable[[ProduceReport], None] | None) -> None:
-        """Every 1,024 records sent: serve delivery reports, and report progress at most every 0.25 s."""
+    def _count_sent(self, report: ProduceReport, size: int, started: float,
+                    progress: Callable[[ProduceReport], None] | None) -> None:
+        """Count a record the client took; every 1,024 of them serve delivery reports, and report
+        progress at most every 0.25 s."""
+        report.sent += 1
+        report.bytes += size
+        if report.sent & 1023:
+            return
         self.producer.poll(0)
         if progress is not None and time.monotonic() - self._progress_at > 0.25:
             report.seconds = time.monotonic() - started
@@ -360,13 +366,9 @@ class TripProducer:
                 ts = self._timestamp(event_ms) if event_stamps else 0  # 0: librdkafka stamps now
                 refused = self._produce(topic, value, key, ts, on_delivery)
                 if refused is not None:  # the client's own message.max.bytes is below the topic's
-                    reject(_refused(getattr(item, "event_id", None), value,
-                                    f"record of {size:,} bytes refused by the client: {refused}"))
+                    reject(_refused(getattr(item, "event_id", None), value, _client_refused(size, refused)))
                     continue
-                report.sent += 1
-                report.bytes += len(value)
-                if not report.sent & 1023:
-                    self._tick(report, started, progress)
+                self._count_sent(report, len(value), started, progress)
         except KafkaException as exc:
             report.first_error = exc.args[0].str()
             raise EventsError(f"Kafka refused a record: {exc.args[0].str()}") from None
@@ -413,14 +415,14 @@ class TripProducer:
             except (BufferError, KafkaException):  # a full queue, or a record the client refuses
                 refused = self._produce(topic, value, key, ts, on_delivery)
                 if refused is not None:
-                    reject(_refused(event_id_of(value), value,
-                                    f"record of {size:,} bytes refused by the client: {refused}"))
+                    reject(_refused(event_id_of(value), value, _client_refused(size, refused)))
                     continue
-            report.sent += 1
-            report.bytes += len(value)
-            if not report.sent & 1023:
-                self._tick(report, started, progress)
+            self._count_sent(report, len(value), started, progress)
         return True
+
+
+def _client_refused(size: int, error: str) -> str:
+    return f"record of {size:,} bytes refused by the client: {error}"
 
 
 def _refused(event_id: str | None, value: bytes, reason: str) -> dict[str, Any]:
