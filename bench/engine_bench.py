@@ -13,10 +13,13 @@ Variants alternate within each round on the same topic, so every ratio compares 
 apart on the same machine. The variants are JobOptions fields (``mini_batch_ms=0`` is the plan
 without mini-batch) and, with ``--baseline-jar``, another build of the functions jar (java/udf at
 an older commit, say), without mini-batch unless ``--baseline-mini-batch-ms``: the baseline every
-other variant is compared with.
+other variant is compared with. With ``--baseline-ref`` the baseline is an earlier commit
+altogether: its own SQL, its own functions jar and its own defaults, submitted by its own code
+(``bench/earlier.py``); its "submit -> client returns" includes starting that child Python.
 
     .venv/bin/python bench/engine_bench.py [--events 1500000] [--rounds 3] [--sinks blackhole,jdbc]
         [--baseline-jar OLD/tripstream-flink-functions.jar --baseline-name "PARSE_TRIP per field"]
+        [--baseline-ref 7d4c0fb --baseline-name "before issue 16"]
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from freshness_bench import SHORT_FLUSHES  # noqa: E402
+import earlier  # noqa: E402
+from freshness_bench import SHORT_FLUSHES, add_variant_argument, parse_variant  # noqa: E402
 
 from tripstream.config import load_settings  # noqa: E402
 from tripstream.events.producer import TripProducer, synthetic_items  # noqa: E402
@@ -53,10 +57,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "mini-batch off": {"mini_batch_ms": 0},
     "mini-batch 100 ms (default)": {},
 }
-def run(stack: Stack, opts: JobOptions, n: int) -> dict[str, Any]:
-    """One bounded run; times from the client's clock and from Flink's own vertex timestamps."""
+def run(stack: Stack, opts: JobOptions, n: int, where: Path | None = None) -> dict[str, Any]:
+    """One bounded run; times from the client's clock and from Flink's own vertex timestamps.
+
+    ``where``: submitted by the earlier checkout there, with its defaults (the options set here
+    are only what every version has: job, topic, until, sink, parallelism).
+    """
     t0 = time.time()
-    job_id = submit(stack, opts, timeout=600)
+    if where is None:
+        job_id = submit(stack, opts, timeout=600)
+    else:
+        job_id = earlier.submit_at(where, job=opts.job, topic=opts.topic, until=opts.until, sink=opts.sink,
+                                   parallelism=opts.parallelism)
     submitted = time.time()
     stack.flink.wait_job_state(job_id, {"FINISHED"}, 1800)
     finished = time.time()
@@ -89,22 +101,35 @@ def main() -> None:
     parser.add_argument("--parallelism", type=int, default=2)
     parser.add_argument("--sinks", default="blackhole,jdbc", help="blackhole (the engine alone) and/or jdbc")
     parser.add_argument("--baseline-jar", type=Path, help="another functions jar, run as the first variant")
-    parser.add_argument("--baseline-name", default="baseline jar, mini-batch off")
+    parser.add_argument("--baseline-name", help="the baseline's name in the report")
+    parser.add_argument("--baseline-ref", help="an earlier commit (its SQL, functions jar and defaults), run first")
     parser.add_argument("--baseline-mini-batch-ms", type=int, default=0, help="the baseline's --mini-batch")
     parser.add_argument("--short-flushes", action="store_true", help=f"also run with {SHORT_FLUSHES}")
+    add_variant_argument(parser)
     parser.add_argument("--no-mini-batch-off", action="store_true", help="skip the variant without mini-batch")
     args = parser.parse_args()
+    args.baseline_name = args.baseline_name or (
+        f"commit {args.baseline_ref}" if args.baseline_ref else "baseline jar, mini-batch off")
     settings = load_settings()
     stack = Stack(settings)
     chosen = {name: fields for name, fields in VARIANTS.items() if not (args.no_mini_batch_off and fields)}
     if args.short_flushes:
         chosen["short flushes"] = SHORT_FLUSHES
+    chosen.update(parse_variant(text) for text in args.variant)
     stacks = {name: stack for name in chosen}
     if args.baseline_jar:
         stacks = {args.baseline_name: Stack(replace(settings, jars_dir=_jars_with(settings.jars_dir, args.baseline_jar))),
                   **stacks}
     variants = ({args.baseline_name: {"mini_batch_ms": args.baseline_mini_batch_ms}, **chosen}
                 if args.baseline_jar else chosen)
+    worktrees: dict[str, Path] = {}
+    if args.baseline_ref:
+        if args.baseline_jar:
+            raise SystemExit("--baseline-ref and --baseline-jar: choose one baseline")
+        print(f"checking out {args.baseline_ref} and building its functions jar...", flush=True)
+        worktrees[args.baseline_name] = earlier.checkout(args.baseline_ref, own_functions=True)
+        stacks = {args.baseline_name: stack, **stacks}
+        variants = {args.baseline_name: {}, **chosen}
     topic = f"bench-engine-{uuid.uuid4().hex[:8]}"
     ensure_topic(stack.settings.kafka, topic, partitions=4)
     report = TripProducer(stack.settings.kafka, topic).send(
@@ -120,7 +145,7 @@ def main() -> None:
                         conn.execute("TRUNCATE tumbling_zone_stats, late_trips, bad_records")
                 opts = JobOptions(job="tumbling", topic=topic, until="latest", sink=sink,
                                   parallelism=args.parallelism, **fields)
-                res = run(stacks[name], opts, args.events)
+                res = run(stacks[name], opts, args.events, worktrees.get(name))
                 results[f"{sink}, {name}"].append(res)
                 print(f"round {r} {sink}, {name}: {json.dumps(res)}", flush=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")

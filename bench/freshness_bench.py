@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +35,20 @@ SHORT_FLUSHES: dict[str, int] = {"buffer_timeout_ms": 10, "watermark_interval_ms
 SHORT_FLUSHES_FLAGS = " ".join(f"--{k.removesuffix('_ms').replace('_', '-')} {v}ms" for k, v in SHORT_FLUSHES.items())
 
 
+def parse_variant(text: str) -> tuple[str, dict[str, int]]:
+    """``NAME:FIELD=N,FIELD=N`` (JobOptions fields in ms, as ``--variant`` takes them) -> (name, fields)."""
+    name, _, given = text.partition(":")
+    try:
+        return name, {k.strip(): int(v) for k, v in (f.split("=", 1) for f in given.split(",") if f.strip())}
+    except ValueError:
+        raise SystemExit(f"--variant {text!r}: expected NAME:FIELD=MS,... such as 'old:sink_flush_ms=250'") from None
+
+
+def add_variant_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:FIELD=MS,...",
+                        help="also run with these JobOptions fields, e.g. 'old flushes:sink_flush_ms=250'")
+
+
 def _ms(value: int | None) -> str:
     return "-" if value is None else f"{value} ms"
 
@@ -47,6 +62,7 @@ def main() -> None:
     parser.add_argument("--no-mini-batch-off", action="store_true", help="skip the variant without mini-batch")
     parser.add_argument("--jobs", default="tumbling,passthrough", help="tumbling, passthrough or both")
     parser.add_argument("--parallelism", type=int, default=1)
+    add_variant_argument(parser)
     args = parser.parse_args()
     stack = Stack(load_settings())
     defaults = JobOptions(job="tumbling")
@@ -54,6 +70,7 @@ def main() -> None:
         **({} if args.no_mini_batch_off else {"mini-batch off": {"mini_batch_ms": 0}}),
         "defaults": {},
         **({"short flushes": SHORT_FLUSHES} if args.short_flushes else {}),
+        **dict(parse_variant(text) for text in args.variant),
     }
     jobs = tuple(j.strip() for j in args.jobs.split(",") if j.strip())
     runs: list[dict[str, Any]] = []
@@ -67,7 +84,8 @@ def main() -> None:
     lines = [f"# Freshness, {args.seconds:.0f} s per run", "",
              f"`.venv/bin/python bench/freshness_bench.py --rates {args.rates} --seconds {args.seconds:.0f} "
              f"--rounds {args.rounds}{' --short-flushes' if args.short_flushes else ''}"
-             f"{' --no-mini-batch-off' if args.no_mini_batch_off else ''} --jobs {args.jobs} --parallelism {args.parallelism}`", "",
+             f"{' --no-mini-batch-off' if args.no_mini_batch_off else ''} --jobs {args.jobs} --parallelism {args.parallelism}"
+             f"{''.join(f' --variant {shlex.quote(v)}' for v in args.variant)}`", "",
              f"Defaults: mini-batch {defaults.mini_batch_ms} ms, buffer timeout {defaults.buffer_timeout_ms} ms, "
              f"watermark interval {defaults.watermark_interval_ms} ms, sink flush {defaults.sink_flush_ms} ms. "
              f"Short flushes: {SHORT_FLUSHES}.", "",

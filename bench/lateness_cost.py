@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import uuid
 from datetime import datetime
 from pathlib import Path
 from statistics import median
 
+import earlier
 from tripstream.config import load_settings
 from tripstream.events.producer import TripProducer, synthetic_items
 from tripstream.events.synthetic import SyntheticStream
@@ -52,23 +50,8 @@ print(json.dumps({"seconds": source["duration"] / 1000}))
 """
 
 
-def _checkout(ref: str) -> Path:
-    where = ROOT / "build" / f"baseline-{ref}"
-    if not (where / "src" / "tripstream").is_dir():
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--force", "--detach", str(where), ref],
-                       check=True, capture_output=True)
-    jars = where / "build" / "jars"  # the earlier checkout finds this checkout's jars where it looks
-    if not jars.exists():
-        jars.parent.mkdir(parents=True, exist_ok=True)
-        jars.symlink_to(ROOT / "build" / "jars")
-    return where / "src"
-
-
-def _run(src: Path, topic: str, sink: str, parallelism: int) -> float:
-    env = {**os.environ, "PYTHONPATH": str(src)}
-    out = subprocess.run([sys.executable, "-c", _RUN, topic, sink, str(parallelism)], env=env, check=True,
-                         capture_output=True, text=True, timeout=3600).stdout.strip().splitlines()[-1]
-    return float(json.loads(out)["seconds"])
+def _run(where: Path, topic: str, sink: str, parallelism: int) -> float:
+    return float(json.loads(earlier.run_python(where, _RUN, topic, sink, str(parallelism)))["seconds"])
 
 
 def main() -> None:
@@ -85,12 +68,12 @@ def main() -> None:
                              late_fraction=0.08, late_by_s=600)
     report = TripProducer(stack.settings.kafka, topic).send(synthetic_items(stream))
     assert report.ok, report
-    versions = {"baseline": _checkout(args.baseline), "current": ROOT / "src"}
+    versions = {"baseline": earlier.checkout(args.baseline), "current": ROOT}
     rates: dict[str, list[float]] = {}
     for n in range(args.rounds):
         for sink in ("blackhole", "jdbc"):
-            for name, src in versions.items():
-                rate = report.delivered / _run(src, topic, sink, args.parallelism)
+            for name, where in versions.items():
+                rate = report.delivered / _run(where, topic, sink, args.parallelism)
                 rates.setdefault(f"{name} {sink}", []).append(rate)
                 print(f"round {n + 1}: {name:<8} tumbling -> {sink:<9} {rate:>10,.0f} events/s", flush=True)
     with stack.postgres.connect() as conn:  # leave no benchmark windows behind for verify to trip on

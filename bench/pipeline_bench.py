@@ -412,7 +412,9 @@ def _recovery_lines(r: dict[str, Any] | None) -> list[str]:
         "",
         "| from the kill to | seconds |",
         "|---|---|",
-        f"| the job running again, restored from its last checkpoint | {r['running_again_s']} |",
+        f"| the JobManager noticing the lost TaskManager | {r['loss_noticed_s']} |",
+        f"| the new TaskManager registered | {r['taskmanager_back_s']} |",
+        f"| every task running again, restored from its last checkpoint | {r['running_again_s']} |",
         f"| its output caught up with the stream | {r['caught_up_s']} |",
         "",
         f"Checkpoints: {d.get('min')}-{d.get('max')} ms (mean {d.get('avg')} ms), "

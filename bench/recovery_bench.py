@@ -4,7 +4,11 @@ The tumbling job runs unbounded with the product's settings (exactly-once checkp
 10 s) while synthetic trips flow in at a steady rate. Mid-stream the TaskManager gets SIGKILL and
 is started again at once (what a supervisor does). Measured from the kill:
 
-- ``running``: the job is RUNNING again, restored from its last completed checkpoint;
+- ``loss noticed``: the JobManager counts no TaskManager (its heartbeat RPCs failed);
+- ``taskmanager back``: the new TaskManager registered (its JVM started: the longest step);
+- ``running``: every task of the job is RUNNING again, restored from the last completed
+  checkpoint. (The job's own state says RUNNING seconds earlier, while its tasks still wait for
+  slots: that is not running.)
 - ``caught up``: the newest window in PostgreSQL is again the newest one the watermark of the
   events produced so far can close (the output is as fresh as before the kill).
 
@@ -19,10 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from tripstream.config import load_settings
@@ -39,6 +45,7 @@ from tripstream.stack.process import wait_until
 from tripstream.verify.compare import verify_until
 
 START = datetime(2021, 3, 1, 8, 0)
+RESULTS = Path(__file__).resolve().parent / "results"
 EVENT_RATE = 2.0  # trips per second of event time (the synthetic default shape)
 
 
@@ -58,7 +65,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the stream flows")
     parser.add_argument("--kill-after", type=float, default=25.0, help="seconds into the stream")
     args = parser.parse_args()
-    print(json.dumps(run(Stack(load_settings()), args.rate, args.seconds, args.kill_after), indent=2))
+    figures = run(Stack(load_settings()), args.rate, args.seconds, args.kill_after)
+    out = RESULTS / f"recovery-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps({"command": " ".join(sys.argv), **figures}, indent=2) + "\n")
+    print(json.dumps(figures, indent=2))
+    print(f"written to {out}")
 
 
 def run(stack: Stack, rate: float, seconds: float, kill_after: float) -> dict[str, Any]:
@@ -86,21 +97,35 @@ def run(stack: Stack, rate: float, seconds: float, kill_after: float) -> dict[st
 
     wait_until(lambda: time.monotonic() - started >= args.kill_after, args.kill_after + 5, "the kill moment")
     before = _checkpoints(stack, jid)
+    count_before = int((stack.flink.overview() or {}).get("taskmanagers", 1))
     killed = time.monotonic()
     stack.flink.process("taskmanager").kill()  # SIGKILL, then wait until the process is gone
     expected_end = produced_until_ms()  # windows the output had reached, give or take one
     stack.up("flink")
-    wait_until(lambda: (_checkpoints(stack, jid).get("latest") or {}).get("restored") is not None
-               and stack.flink.job_state(jid) == "RUNNING", 300, "the job running again from its checkpoint")
-    running = time.monotonic() - killed
+    phases = {}  # seconds from the kill to each step of the recovery, in the order they happen
+
+    def taskmanagers() -> int:
+        return int((stack.flink.overview() or {}).get("taskmanagers", -1))
+
+    def tasks_restored() -> bool:
+        restored = (_checkpoints(stack, jid).get("latest") or {}).get("restored") is not None
+        vertices = rest_get(stack.flink.rest, f"/jobs/{jid}").get("vertices", [])
+        return restored and bool(vertices) and all(v.get("status") == "RUNNING" for v in vertices)
+
+    steps = (("loss_noticed_s", lambda: 0 <= taskmanagers() < count_before, "the JobManager to notice the lost TaskManager"),
+             ("taskmanager_back_s", lambda: taskmanagers() >= count_before, "the new TaskManager to register"),
+             ("running_again_s", tasks_restored, "every task running again from the checkpoint"))
+    for name, condition, what in steps:
+        wait_until(condition, 300, what, interval=0.05)
+        phases[name] = round(time.monotonic() - killed, 1)
 
     def caught_up() -> bool:
         window = resolve("tumbling", opts).decl.window.size_ms
         closable = (produced_until_ms() - opts.watermark_ms) // window * window
         return _newest_window_end_ms(stack) >= min(closable, max(expected_end // window * window, closable - window))
 
-    wait_until(caught_up, 300, "the output to catch up with the stream")
-    caught = time.monotonic() - killed
+    wait_until(caught_up, 300, "the output to catch up with the stream", interval=0.05)
+    phases["caught_up_s"] = round(time.monotonic() - killed, 1)
     thread.join()
     report = result["report"]
     verdict = verify_until(stack, "tumbling", 180)
@@ -109,7 +134,7 @@ def run(stack: Stack, rate: float, seconds: float, kill_after: float) -> dict[st
     latest = (before.get("latest") or {}).get("completed") or {}
     figures = {
         "events": report.delivered, "rate_per_s": round(report.rate()),
-        "killed_at_s": args.kill_after, "running_again_s": round(running, 1), "caught_up_s": round(caught, 1),
+        "killed_at_s": args.kill_after, **phases,
         "checkpoint_interval_s": opts.checkpoint_interval_ms / 1000,
         "checkpoint_duration_ms": summary.get("end_to_end_duration"),
         "checkpoint_size_bytes": summary.get("checkpointed_size", summary.get("state_size")),
