@@ -102,7 +102,7 @@ def run(stack: Stack, rate: float, seconds: float, kill_after: float) -> dict[st
     stack.flink.process("taskmanager").kill()  # SIGKILL, then wait until the process is gone
     expected_end = produced_until_ms()  # windows the output had reached, give or take one
     stack.up("flink")
-    phases = {}  # seconds from the kill to each step of the recovery, in the order they happen
+    phases: dict[str, float] = {}  # seconds from the kill to each step of the recovery, in the order they happen
 
     def taskmanagers() -> int:
         return int((stack.flink.overview() or {}).get("taskmanagers", -1))
