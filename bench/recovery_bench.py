@@ -86,14 +86,15 @@ def run(stack: Stack, rate: float, seconds: float, kill_after: float) -> dict[st
     speed = args.rate / EVENT_RATE  # event seconds per wall second
     events = int(args.rate * args.seconds)
     producer = TripProducer(stack.settings.kafka, topic)
-    started = time.monotonic()
     result: dict[str, Any] = {}
-    thread = threading.Thread(target=lambda: result.update(report=producer.send(
-        synthetic_items(SyntheticStream(7, START, rate=EVENT_RATE, limit=events)), speed=speed)))
+    items = list(synthetic_items(SyntheticStream(7, START, rate=EVENT_RATE, limit=events)))
+    last_event_ms = max(clock for clock, _ in items if clock is not None)
+    started = time.monotonic()
+    thread = threading.Thread(target=lambda: result.update(report=producer.send(iter(items), speed=speed)))
     thread.start()
 
-    def produced_until_ms() -> int:  # event time the paced producer has reached
-        return wall_clock_ms(START + timedelta(seconds=(time.monotonic() - started) * speed))
+    def produced_until_ms() -> int:  # event time the paced producer has reached (it stops at the last event)
+        return min(wall_clock_ms(START + timedelta(seconds=(time.monotonic() - started) * speed)), last_event_ms)
 
     wait_until(lambda: time.monotonic() - started >= args.kill_after, args.kill_after + 5, "the kill moment")
     before = _checkpoints(stack, jid)
