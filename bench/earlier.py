@@ -62,13 +62,19 @@ def _own_functions_jars(where: Path, jars: Path) -> None:
             raise SystemExit(f"Maven could not build the functions jar of {where.name}: see {log}")
     if jars.is_symlink():
         jars.unlink()
-    shutil.rmtree(jars, ignore_errors=True)
-    jars.mkdir(parents=True)
-    for part in (ROOT / "build" / "jars").iterdir():
+    jars_with(ROOT / "build" / "jars", built, jars)
+
+
+def jars_with(jars_dir: Path, functions_jar: Path, into: Path) -> Path:
+    """``into``, made afresh: links to the parts of ``jars_dir``, with ``functions_jar`` as its functions jar."""
+    shutil.rmtree(into, ignore_errors=True)
+    into.mkdir(parents=True)
+    for part in jars_dir.iterdir():
         if part.name != "functions":
-            (jars / part.name).symlink_to(part.resolve())
-    (jars / "functions").mkdir()
-    shutil.copy(built, jars / "functions" / built.name)
+            (into / part.name).symlink_to(part.resolve())
+    (into / "functions").mkdir()
+    shutil.copy(functions_jar, into / "functions" / "tripstream-flink-functions.jar")
+    return into
 
 
 def run_python(where: Path, code: str, *args: str, timeout: float = 3600) -> str:

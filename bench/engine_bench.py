@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import shutil
 import sys
 import time
 import uuid
@@ -81,19 +80,6 @@ def run(stack: Stack, opts: JobOptions, n: int, where: Path | None = None) -> di
             "flink_job_s": round(detail["duration"] / 1000, 2)}
 
 
-def _jars_with(jars_dir: Path, functions_jar: Path) -> Path:
-    """A jars dir like ``jars_dir`` (links to its parts) whose functions jar is ``functions_jar``."""
-    alt = ROOT / "build" / "bench-jars"
-    shutil.rmtree(alt, ignore_errors=True)
-    alt.mkdir(parents=True)
-    for part in jars_dir.iterdir():
-        if part.name != "functions":
-            (alt / part.name).symlink_to(part.resolve())
-    (alt / "functions").mkdir()
-    shutil.copy(functions_jar, alt / "functions" / "tripstream-flink-functions.jar")
-    return alt
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_500_000)
@@ -118,7 +104,7 @@ def main() -> None:
     chosen.update(parse_variant(text) for text in args.variant)
     stacks = {name: stack for name in chosen}
     if args.baseline_jar:
-        stacks = {args.baseline_name: Stack(replace(settings, jars_dir=_jars_with(settings.jars_dir, args.baseline_jar))),
+        stacks = {args.baseline_name: Stack(replace(settings, jars_dir=earlier.jars_with(settings.jars_dir, args.baseline_jar, ROOT / "build" / "bench-jars"))),
                   **stacks}
     variants = ({args.baseline_name: {"mini_batch_ms": args.baseline_mini_batch_ms}, **chosen}
                 if args.baseline_jar else chosen)
