@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything tripstream needs on a fresh machine; cheap when it is all in place.
 #  - a Python 3.11 virtualenv in .venv with the package, PyFlink and the test tools;
-#  - the Kafka broker and the Flink connector jars, fetched by Maven from java/*/pom.xml;
+#  - the Kafka broker, ZooKeeper (the cluster profile's HA) and the Flink connector jars,
+#    fetched by Maven from java/*/pom.xml;
 #  - the schema registry (Apicurio Registry), built by Maven and Quarkus from Maven artifacts
 #    (java/registry) into build/registry/quarkus-app;
 #  - PostgreSQL's server from Debian's packages, when no initdb is found;
@@ -110,6 +111,7 @@ fetch_jars() {  # name, extra maven flags
   stamp "jars-$name" "$key"
 }
 fetch_jars kafka
+fetch_jars zookeeper
 fetch_jars flink -DexcludeTransitive=true
 
 # --- tripstream's own Flink functions (java/udf): the payload parser the jobs ship ---------

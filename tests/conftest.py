@@ -45,7 +45,8 @@ _EXTERNAL = ("TRIPSTREAM_KAFKA_BOOTSTRAP", "TRIPSTREAM_FLINK_REST", "TRIPSTREAM_
              "TRIPSTREAM_FLINK_REST_USERNAME", "TRIPSTREAM_FLINK_REST_PASSWORD",
              "TRIPSTREAM_SCHEMA_REGISTRY_URL", "TRIPSTREAM_SCHEMA_REGISTRY_USERNAME",
              "TRIPSTREAM_SCHEMA_REGISTRY_PASSWORD", "TRIPSTREAM_SCHEMA_REGISTRY_CA_FILE",
-             "TRIPSTREAM_SCHEMA_REGISTRY_CLIENT_CERT", "TRIPSTREAM_SCHEMA_REGISTRY_CLIENT_KEY")
+             "TRIPSTREAM_SCHEMA_REGISTRY_CLIENT_CERT", "TRIPSTREAM_SCHEMA_REGISTRY_CLIENT_KEY",
+             "TRIPSTREAM_PROFILE", "TRIPSTREAM_ZOOKEEPER_QUORUM")
 
 
 @pytest.fixture(scope="session")
@@ -119,8 +120,11 @@ def processes_mentioning(text: str) -> list[int]:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Flink's count of rows dropped as late by window operators, over every job checked."""
     from tests.verify.conftest import DROPPED
+    from tests.verify.test_cluster import FAILOVER
 
     if DROPPED["checks"]:
         terminalreporter.write_line(
             f"numLateRecordsDropped: {DROPPED['dropped']} in total over {DROPPED['window_operators']} window "
             f"operator reports, {DROPPED['checks']} running jobs checked")
+    for what, seconds in FAILOVER.items():
+        terminalreporter.write_line(f"cluster profile, {what}: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))

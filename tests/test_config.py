@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import ssl
 from pathlib import Path
 
@@ -147,3 +148,46 @@ def test_a_local_registry_with_a_certificate_is_https() -> None:
     s = load_settings(env={"TRIPSTREAM_SCHEMA_REGISTRY_SSL_CERT_FILE": "/pki/chain.pem",
                            "TRIPSTREAM_SCHEMA_REGISTRY_URL": "http://sr:8081"})
     assert s.schema_registry.base_url == "http://sr:8081"  # an external registry's URL says it all
+
+
+def test_the_cluster_profile_changes_defaults_and_explicit_settings_win() -> None:
+    s = load_settings(env={"TRIPSTREAM_PROFILE": "cluster", "TRIPSTREAM_FLINK_TASKMANAGERS": "3"})
+    assert (s.profile, s.kafka.brokers, s.kafka.replication_factor, s.kafka.min_insync_replicas) == ("cluster", 3, 3, 2)
+    assert s.kafka.bootstrap_servers == "127.0.0.1:9092,127.0.0.1:9094,127.0.0.1:9096"
+    assert s.kafka.node_ports() == [(9092, 9093), (9094, 9095), (9096, 9097)]
+    assert s.flink.taskmanagers == 3 and s.flink.jobmanagers == 2 and s.flink.zookeeper_ha
+    assert s.flink.rest_urls == ("http://127.0.0.1:8081", "http://127.0.0.1:8082")
+    assert s.enabled("zookeeper") and s.several_nodes
+    single = load_settings(env={})
+    assert (single.profile, single.kafka.brokers, single.flink.taskmanagers, single.flink.jobmanagers) == ("single", 1, 1, 1)
+    assert not single.enabled("zookeeper") and not single.several_nodes
+    assert single.flink.rest_urls == ("http://127.0.0.1:8081",)
+
+
+def test_a_stack_started_with_a_profile_keeps_it_unless_told(tmp_path: Path) -> None:
+    (tmp_path / "profile").write_text("cluster\n")
+    assert load_settings(env={"TRIPSTREAM_STATE_DIR": str(tmp_path)}).profile == "cluster"
+    assert load_settings(env={"TRIPSTREAM_STATE_DIR": str(tmp_path)}, profile="single").profile == "single"
+
+
+@pytest.mark.parametrize(("env", "reason"), [
+    ({"TRIPSTREAM_PROFILE": "huge"}, "unknown profile 'huge': choose from single, cluster"),
+    ({"TRIPSTREAM_PROFILE": "cluster", "TRIPSTREAM_KAFKA_MIN_INSYNC_REPLICAS": "4"},
+     "kafka.min_insync_replicas = 4 cannot be met with replication factor 3"),
+    ({"TRIPSTREAM_PROFILE": "cluster", "TRIPSTREAM_KAFKA_BROKERS": "2"},
+     "kafka.replication_factor = 3 needs as many brokers, and the local cluster has 2"),
+    ({"TRIPSTREAM_KAFKA_REPLICATION_FACTOR": "2"}, "kafka.replication_factor = 2 needs as many brokers"),
+    ({"TRIPSTREAM_FLINK_JOBMANAGERS": "2"}, "flink.jobmanagers = 2 needs flink.high_availability = \"zookeeper\""),
+    ({"TRIPSTREAM_PROFILE": "cluster", "TRIPSTREAM_FLINK_TASKMANAGERS": "0"},
+     "TRIPSTREAM_FLINK_TASKMANAGERS: expected a positive integer, got '0'"),
+    ({"TRIPSTREAM_FLINK_HIGH_AVAILABILITY": "kubernetes"}, "flink.high_availability: none or zookeeper"),
+])
+def test_a_cluster_shape_that_cannot_work_is_refused_with_the_reason(env: dict[str, str], reason: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(reason)):
+        load_settings(env=env)
+
+
+def test_an_external_cluster_may_ask_for_more_replicas_than_local_brokers() -> None:
+    s = load_settings(env={"TRIPSTREAM_KAFKA_BOOTSTRAP": "b1:9092,b2:9092,b3:9092",
+                           "TRIPSTREAM_KAFKA_REPLICATION_FACTOR": "3", "TRIPSTREAM_KAFKA_MIN_INSYNC_REPLICAS": "2"})
+    assert s.kafka.replication_factor == 3 and s.kafka.bootstrap_servers == "b1:9092,b2:9092,b3:9092"

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tripstream.config import COMPONENTS, Settings, load_settings
+from tripstream.deploy.cli import deploy_app
 from tripstream.errors import ConfigError, TripstreamError
 
 if TYPE_CHECKING:  # the commands import what they run lazily, so `tripstream --help` stays quick
@@ -28,18 +29,21 @@ app = typer.Typer(
 )
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
+app.add_typer(deploy_app, name="deploy")
 
 
 class _State:
     settings: Settings | None = None
     state_dir: Path | None = None
     config: Path | None = None
+    profile: str | None = None
 
 
 def settings() -> Settings:
     """The settings for this invocation (built once, after the global options are parsed)."""
     if _State.settings is None:
-        _State.settings = load_settings(config_file=_State.config, state_dir=_State.state_dir)
+        _State.settings = load_settings(config_file=_State.config, state_dir=_State.state_dir,
+                                        profile=_State.profile)
     return _State.settings
 
 
@@ -50,9 +54,15 @@ def _main(
         help="Where the local stack keeps data, config and logs (default .tripstream).")] = None,
     config: Annotated[Optional[Path], typer.Option(
         "--config", envvar="TRIPSTREAM_CONFIG", help="A tripstream.toml config file.")] = None,
+    profile: Annotated[Optional[str], typer.Option(
+        "--profile", envvar="TRIPSTREAM_PROFILE",
+        help="single (one broker, one JobManager, one TaskManager) or cluster (3 brokers, replication 3, "
+             "min.insync.replicas 2; 2 TaskManagers; a JobManager and a standby under ZooKeeper HA). "
+             "Default: the profile the running stack was started with, else single.")] = None,
 ) -> None:
     _State.state_dir = state_dir
     _State.config = config
+    _State.profile = profile
     _State.settings = None
 
 
@@ -61,15 +71,22 @@ ComponentsOpt = Annotated[Optional[str], typer.Option(
 
 
 @app.command()
-def up(only: ComponentsOpt = None) -> None:
+def up(
+    only: ComponentsOpt = None,
+    profile: Annotated[Optional[str], typer.Option(
+        "--profile", help="single or cluster (the same as `tripstream --profile ... up`).")] = None,
+) -> None:
     """Start Kafka, Flink, PostgreSQL and the schema registry on 127.0.0.1; wait until each is healthy.
 
     A component already healthy is left alone; one whose address points at an existing cluster
     (TRIPSTREAM_KAFKA_BOOTSTRAP, TRIPSTREAM_FLINK_REST, TRIPSTREAM_POSTGRES_DSN,
-    TRIPSTREAM_SCHEMA_REGISTRY_URL) is only checked.
+    TRIPSTREAM_SCHEMA_REGISTRY_URL) is only checked. `--profile cluster` starts three Kafka brokers,
+    ZooKeeper, two JobManagers (leader and standby) and two TaskManagers instead of one of each.
     """
     from tripstream.stack import Stack
 
+    if profile is not None:
+        _State.profile, _State.settings = profile, None
     stack = Stack(settings())
     with err.status("starting the stack..."):
         timings = stack.up(only)
@@ -117,14 +134,18 @@ def _print_status(statuses) -> None:  # noqa: ANN001
             extra = (f"{d.get('taskmanagers')} TM, {d.get('slots_available')}/{d.get('slots_total')} slots free, "
                      f"{len(d.get('running_jobs') or [])} running jobs")
         if s.name == "kafka" and s.state == "up":
-            extra = f"{len(d.get('topics') or [])} topics"
+            extra = f"{d.get('brokers')} broker(s), {len(d.get('topics') or [])} topics"
         state = "[green]up[/]" if s.state == "up" else "[red]down[/]"
         where = next(iter(s.address.values()))
         if not s.managed:
             where += " (external)"
+        nodes = d.pop("nodes", None) or {}
         pid = d.get("pid")
         table.add_row(s.name, state, where, s.version or "-",
-                      "-" if pid is None else str(pid).strip("[]"), extra)
+                      "-" if pid is None or nodes else str(pid).strip("[]"), extra)
+        for role, node in nodes.items():  # every process of a several-process engine, on its own row
+            mark = {"up": "[green]up[/]", "stopped": "[yellow]stopped[/]"}.get(node["state"], "[red]down[/]")
+            table.add_row(f"  {role}", mark, node["address"] or "", "", str(node["pid"] or "-"), "")
     out.print(table)
 
 
@@ -140,7 +161,11 @@ def logs(
     names = parse_components(component)
     if len(names) != 1:
         raise typer.BadParameter("name exactly one component")
-    print(Stack(settings()).services(names)[0].logs(lines))
+    services = Stack(settings()).services(names)
+    if not services:
+        raise ConfigError(f"{names[0]} runs only with flink.high_availability = \"zookeeper\" "
+                          "(the cluster profile: tripstream up --profile cluster)")
+    print(services[0].logs(lines))
 
 
 @app.command()
@@ -196,7 +221,7 @@ def produce(
     synthetic: Annotated[bool, typer.Option("--synthetic", help="Generate trips instead of reading a file.")] = False,
     topic: Annotated[str, typer.Option(help="Kafka topic (created when missing).")] = "trips",
     partitions: Annotated[int, typer.Option(min=1, help="Partitions of a newly created topic.")] = 4,
-    replication: Annotated[int, typer.Option(min=1, help="Replication factor of a newly created topic.")] = 1,
+    replication: Annotated[Optional[int], typer.Option(min=1, help="Replication factor of a newly created topic (default kafka.replication_factor: 1, 3 in the cluster profile).")] = None,
     key: Annotated[str, typer.Option(help="Event field used as the message key.")] = "pu_location_id",
     fmt: Annotated[str, typer.Option("--format", help=(
         "Wire format: json, avro (registered as <topic>-value in the schema registry, Confluent wire "

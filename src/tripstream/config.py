@@ -29,7 +29,19 @@ from typing import Any, Mapping
 from tripstream.dsn import dsn_password
 from tripstream.errors import ConfigError
 
-COMPONENTS: tuple[str, ...] = ("kafka", "flink", "postgres", "registry")
+COMPONENTS: tuple[str, ...] = ("zookeeper", "kafka", "flink", "postgres", "registry")
+
+# What a profile changes from the built-in defaults (explicit settings still win). "single": one
+# Kafka broker, one JobManager, one TaskManager. "cluster": a small real cluster on this machine:
+# three Kafka brokers (each also a KRaft controller) with replicated topics, two TaskManagers,
+# and a highly available JobManager with a standby, through ZooKeeper.
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "single": {},
+    "cluster": {
+        "kafka": {"brokers": 3, "replication_factor": 3, "min_insync_replicas": 2, "heap": "384m"},
+        "flink": {"taskmanagers": 2, "jobmanagers": 2, "high_availability": "zookeeper"},
+    },
+}
 # The settings section of each component, where it differs from the component's name.
 _COMPONENT_SECTION = {"registry": "schema_registry"}
 
@@ -41,6 +53,11 @@ class KafkaSettings:
     port: int = 9092
     controller_port: int = 9093
     heap: str = "512m"
+    # The local cluster: how many brokers (each also a KRaft controller; broker n listens on
+    # port + 2(n-1), its controller on controller_port + 2(n-1)), and what new topics get.
+    brokers: int = 1
+    replication_factor: int = 1
+    min_insync_replicas: int = 1
     # An external cluster's bootstrap servers; empty means "run our own broker".
     bootstrap: str = ""
     # The bootstrap servers as seen from inside Flink (differs under Docker: kafka:29092).
@@ -66,9 +83,13 @@ class KafkaSettings:
     def external(self) -> bool:
         return bool(self.bootstrap)
 
+    def node_ports(self) -> list[tuple[int, int]]:
+        """(client port, controller port) of each local broker, in node id order."""
+        return [(self.port + 2 * i, self.controller_port + 2 * i) for i in range(self.brokers)]
+
     @property
     def bootstrap_servers(self) -> str:
-        return self.bootstrap or f"127.0.0.1:{self.port}"
+        return self.bootstrap or ",".join(f"127.0.0.1:{port}" for port, _ in self.node_ports())
 
     @property
     def jobs_bootstrap_servers(self) -> str:
@@ -99,6 +120,14 @@ class FlinkSettings:
     slots: int = 4
     jobmanager_memory: str = "1024m"
     taskmanager_memory: str = "1728m"
+    # The local cluster: TaskManagers, and JobManagers (more than one: standbys, which needs
+    # high_availability = "zookeeper"; the standby's web UI and REST API on standby_port).
+    taskmanagers: int = 1
+    jobmanagers: int = 1
+    standby_port: int = 8082
+    # "none", or "zookeeper": Flink's ZooKeeper HA services (the leader elected through
+    # ZooKeeper, job graphs and checkpoint pointers kept there): see [zookeeper].
+    high_availability: str = "none"
     # An existing cluster's REST address (http://host:port or https://host:port/prefix/); empty
     # means "run our own".
     rest: str = ""
@@ -137,8 +166,42 @@ class FlinkSettings:
 
     @property
     def rest_url(self) -> str:
+        return self.rest_urls[0]
+
+    @property
+    def rest_urls(self) -> tuple[str, ...]:
+        """Every JobManager's REST API, the first one's first: with a standby, either answers for
+        the leader."""
+        if self.rest:
+            return (self.rest.rstrip("/"),)
         scheme = "https" if self.local_rest_ssl else "http"
-        return (self.rest or f"{scheme}://127.0.0.1:{self.port}").rstrip("/")
+        ports = [self.port, *(self.standby_port + i for i in range(self.jobmanagers - 1))]
+        return tuple(f"{scheme}://127.0.0.1:{port}" for port in ports)
+
+    @property
+    def zookeeper_ha(self) -> bool:
+        return self.high_availability.strip().lower() == "zookeeper"
+
+
+@dataclass(frozen=True)
+class ZooKeeperSettings:
+    """The ZooKeeper server Flink's high availability uses (``flink.high_availability = "zookeeper"``)."""
+
+    port: int = 2181
+    heap: str = "128m"
+    # An existing ensemble (host:port,host:port); empty means "run our own" (one server).
+    quorum: str = ""
+    # How long a JobManager that stopped answering keeps its leadership: a standby takes over
+    # only after its ZooKeeper session expires.
+    session_timeout_ms: int = 10000
+
+    @property
+    def external(self) -> bool:
+        return bool(self.quorum)
+
+    @property
+    def connect(self) -> str:
+        return self.quorum or f"127.0.0.1:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -229,8 +292,12 @@ class Settings:
     """Everything tripstream needs to know, in one place."""
 
     state_dir: Path = Path(".tripstream")
+    # "single" or "cluster" (see PROFILES); the profile a running stack was started with when
+    # none is given (`up` records it in the state dir).
+    profile: str = "single"
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     flink: FlinkSettings = field(default_factory=FlinkSettings)
+    zookeeper: ZooKeeperSettings = field(default_factory=ZooKeeperSettings)
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     schema_registry: SchemaRegistrySettings = field(default_factory=SchemaRegistrySettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
@@ -249,13 +316,56 @@ class Settings:
     def external(self, component: str) -> bool:
         return bool(getattr(self, _COMPONENT_SECTION.get(component, component)).external)
 
+    @property
+    def several_nodes(self) -> bool:
+        """More than one broker, TaskManager or JobManager: `health` then checks every node."""
+        return self.kafka.brokers > 1 or self.flink.taskmanagers > 1 or self.flink.jobmanagers > 1
+
+    def enabled(self, component: str) -> bool:
+        """ZooKeeper only serves Flink's high availability; every other component always runs."""
+        return component != "zookeeper" or self.flink.zookeeper_ha
+
+
+PROFILE_FILE = "profile"
+
+
+def recorded_profile(state_dir: Path) -> str | None:
+    """The profile the stack in ``state_dir`` was started with (`up` writes it), if any."""
+    try:
+        return (state_dir.expanduser() / PROFILE_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def check_topology(settings: Settings) -> None:
+    """Refuse, with the reason, a cluster shape that cannot work, before anything starts."""
+    k, f = settings.kafka, settings.flink
+    for what, value in (("kafka.brokers", k.brokers), ("kafka.replication_factor", k.replication_factor),
+                        ("kafka.min_insync_replicas", k.min_insync_replicas), ("flink.taskmanagers", f.taskmanagers),
+                        ("flink.jobmanagers", f.jobmanagers), ("flink.slots", f.slots)):
+        if value < 1:
+            raise ConfigError(f"{what} must be at least 1, got {value}")
+    if k.min_insync_replicas > k.replication_factor:
+        raise ConfigError(f"kafka.min_insync_replicas = {k.min_insync_replicas} cannot be met with replication "
+                          f"factor {k.replication_factor}: every acks=all write would be refused "
+                          f"(NOT_ENOUGH_REPLICAS); lower it or raise kafka.replication_factor")
+    if not k.external and k.replication_factor > k.brokers:
+        raise ConfigError(f"kafka.replication_factor = {k.replication_factor} needs as many brokers, and the local "
+                          f"cluster has {k.brokers} (kafka.brokers): topics could not be created")
+    if f.jobmanagers > 1 and not f.zookeeper_ha:
+        raise ConfigError(f"flink.jobmanagers = {f.jobmanagers} needs flink.high_availability = \"zookeeper\": "
+                          "without it a standby JobManager cannot take over")
+    if f.high_availability.strip().lower() not in ("none", "zookeeper"):
+        raise ConfigError(f"flink.high_availability: none or zookeeper, got {f.high_availability!r}")
+
 
 def default_jars_dir() -> Path:
     """``build/jars`` of the checkout this package runs from (an editable install)."""
     return Path(__file__).resolve().parents[2] / "build" / "jars"
 
 
-_SECTIONS = {"kafka": KafkaSettings, "flink": FlinkSettings, "postgres": PostgresSettings,
+_SECTIONS = {"kafka": KafkaSettings, "flink": FlinkSettings, "zookeeper": ZooKeeperSettings,
+             "postgres": PostgresSettings,
              "schema_registry": SchemaRegistrySettings, "dashboard": DashboardSettings}
 # Settings that are maps of free-form keys (a TOML table, not a single value).
 _MAPS = {("kafka", "client"), ("kafka", "jobs_client"), ("flink", "rest_headers")}
@@ -386,6 +496,8 @@ def load_settings(
                     sections[key][sub] = _coerce(_SECTIONS[key], sub, raw, f"{path}: {key}.{sub}")
         elif key in ("state_dir", "jars_dir"):
             top[key] = Path(str(value))
+        elif key == "profile":
+            top[key] = str(value)
         else:
             raise ConfigError(f"{path}: unknown setting {key}")
 
@@ -405,6 +517,8 @@ def load_settings(
     for var, key in (("TRIPSTREAM_STATE_DIR", "state_dir"), ("TRIPSTREAM_JARS_DIR", "jars_dir")):
         if env.get(var):
             top[key] = Path(env[var])
+    if env.get("TRIPSTREAM_PROFILE"):
+        top["profile"] = env["TRIPSTREAM_PROFILE"]
 
     for key, value in overrides.items():
         if value is None:
@@ -413,6 +527,14 @@ def load_settings(
             sections[key].update(value)
         else:
             top[key] = Path(value) if key in ("state_dir", "jars_dir") else value
+
+    profile = str(top.get("profile") or recorded_profile(Path(top.get("state_dir", Settings.state_dir))) or "single")
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}: choose from {', '.join(PROFILES)}")
+    top["profile"] = profile
+    for name, values in PROFILES[profile].items():  # below every explicit setting
+        for key, value in values.items():
+            sections[name].setdefault(key, value)
 
     secrets: list[str] = []
     for section, sub in sorted(_EXPANDED):
@@ -431,10 +553,12 @@ def load_settings(
         secrets=tuple(s for s in secrets if s),
         kafka=KafkaSettings(**sections["kafka"]),
         flink=FlinkSettings(**sections["flink"]),
+        zookeeper=ZooKeeperSettings(**sections["zookeeper"]),
         postgres=PostgresSettings(**sections["postgres"]),
         schema_registry=SchemaRegistrySettings(**sections["schema_registry"]),
         dashboard=DashboardSettings(**sections["dashboard"]),
     )
+    check_topology(settings)
     given = settings.state_dir.expanduser().absolute()
     return replace(
         settings,

@@ -403,4 +403,12 @@ def check_health(stack: Stack, thresholds: Thresholds,
     except TripstreamError as exc:
         registry_ok, registry_why = False, str(exc)
     report.findings.append(Finding("registry", "reachable", registry_ok, registry_why))
+    if stack.settings.several_nodes:  # a cluster: each node, so a lost broker or standby is seen
+        for service in stack.services():
+            for role, node in service.nodes_status().items():
+                detail = f"pid {node['pid']}" if node["state"] == "up" else (
+                    f"pid {node['pid']} is stopped (SIGSTOP)" if node["state"] == "stopped" else "not running")
+                subject = service.name if role == service.name else f"{service.name} {role}"
+                report.findings.append(Finding(subject, "running", node["state"] == "up",
+                                               detail + (f", {node['address']}" if node["address"] else "")))
     return report

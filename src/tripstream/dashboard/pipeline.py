@@ -59,7 +59,19 @@ def snapshot(stack: Stack) -> dict[str, Any]:
                   "slots_total": overview.get("slots-total"), "slots_available": overview.get("slots-available"),
                   "rest": stack.flink.rest_url, "up": bool(overview)},
         "jobs": rows,
+        "nodes": nodes(stack),
     }
+
+
+def nodes(stack: Stack) -> list[dict[str, Any]]:
+    """Every local process of the stack (each broker, JobManager, TaskManager...) and its state."""
+    found = []
+    for service in stack.services():
+        for role, node in service.nodes_status().items():
+            address = node["address"].removesuffix(" (leader)")
+            found.append({"component": service.name, "role": role, "state": node["state"], "address": address,
+                          "leader": node["address"].endswith(" (leader)")})
+    return found
 
 
 class Cached:

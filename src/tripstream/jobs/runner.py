@@ -7,11 +7,16 @@ runtime (streaming or batch, parallelism, exactly-once checkpoints, source idle 
 the job's INSERT statements to one statement set, so the job is a single Flink job. A spec may
 hold several jobs (`tripstream submit A B C`): each gets its own environment and is its own Flink
 job, but they share this one client, whose start is most of a submission's time.
+
+A spec written by `tripstream deploy k8s` holds no secret: its ``connections.from_env`` names the
+environment variables (filled from a Kubernetes Secret) the DSN and the Kafka login are read
+from. A spec without that key (every spec `tripstream submit` writes) is used as it is.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,8 +72,48 @@ def submit_one(spec: dict[str, Any]) -> None:
             config.set("table.exec.mini-batch.size", str(MINI_BATCH_ROWS))
     job = resolve(opts.job, opts, spec.get("declaration"))
     statements = t_env.create_statement_set()
-    job.build(t_env, statements, opts, {**spec["connections"], "sink": opts.sink, "sink_flush_ms": opts.sink_flush_ms})
+    job.build(t_env, statements, opts, {**connections(spec), "sink": opts.sink, "sink_flush_ms": opts.sink_flush_ms})
     statements.execute()
+
+
+def connections(spec: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The spec's connections, with what ``from_env`` names read from the environment.
+
+    ``from_env`` may name ``postgres_dsn`` (a DSN of either form: the JDBC URL, user and password
+    are made from it) and ``kafka_sasl_username`` with ``kafka_sasl_password`` (they make the Kafka
+    client's ``sasl.jaas.config`` for its ``sasl.mechanism``). Without ``from_env``: unchanged.
+    """
+    conn = {k: v for k, v in spec["connections"].items() if k != "from_env"}
+    names = spec["connections"].get("from_env")
+    if not names:
+        return conn
+    from tripstream.errors import ConfigError
+
+    env = dict(os.environ) if env is None else env
+
+    def value(key: str) -> str:
+        var = names.get(key, "")
+        if not var or not env.get(var):
+            raise ConfigError(f"the job spec reads {key} from ${var or '(no variable named)'}, which is not set")
+        return env[var]
+
+    if "postgres_dsn" in names:
+        from tripstream.dsn import jdbc_url
+
+        conn["jdbc_url"], conn["jdbc_user"], conn["jdbc_password"] = jdbc_url(value("postgres_dsn"))
+    if "kafka_sasl_username" in names or "kafka_sasl_password" in names:
+        client = dict(conn.get("kafka_client") or {})
+        module = ("org.apache.kafka.common.security.plain.PlainLoginModule"
+                  if client.get("sasl.mechanism", "").upper() == "PLAIN"
+                  else "org.apache.kafka.common.security.scram.ScramLoginModule")
+
+        def quoted(text: str) -> str:
+            return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+        client["sasl.jaas.config"] = (f"{module} required username={quoted(value('kafka_sasl_username'))} "
+                                      f"password={quoted(value('kafka_sasl_password'))};")
+        conn["kafka_client"] = client
+    return conn
 
 
 if __name__ == "__main__":

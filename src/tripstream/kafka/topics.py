@@ -89,16 +89,24 @@ def topic_partitions(settings: KafkaSettings, topic: str, timeout: float = 10.0)
     return sorted(info.partitions)
 
 
-def ensure_topic(settings: KafkaSettings, topic: str, partitions: int = 4, replication: int = 1,
+def ensure_topic(settings: KafkaSettings, topic: str, partitions: int = 4, replication: int | None = None,
                  timeout: float = 30.0) -> bool:
-    """Create ``topic`` when it is missing. Returns True when it was created."""
+    """Create ``topic`` when it is missing. Returns True when it was created.
+
+    Its replication factor is ``replication``, else ``kafka.replication_factor``; with more than
+    one replica it gets ``min.insync.replicas`` = ``kafka.min_insync_replicas`` (capped at the
+    replication factor), so an ``acks=all`` write is only acknowledged once that many replicas hold it.
+    """
+    replication = settings.replication_factor if replication is None else replication
     if partitions < 1 or replication < 1:
         raise KafkaError("partitions and replication factor must be at least 1")
     if topic_partitions(settings, topic) is not None:
         return False
+    config = ({"min.insync.replicas": str(min(settings.min_insync_replicas, replication))}
+              if replication > 1 else {})
     client = admin(settings)  # keep a reference: the futures die with their client
     futures = client.create_topics([NewTopic(topic, num_partitions=partitions,
-                                             replication_factor=replication)])
+                                             replication_factor=replication, config=config)])
     try:
         futures[topic].result(timeout=timeout)
     except KafkaException as exc:

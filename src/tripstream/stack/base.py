@@ -24,6 +24,36 @@ SERVER_USER_HINT = ("run `make bootstrap` as root (it creates it: useradd --syst
                     "or create it yourself")
 
 
+def log4j2_rolling(log_dir_property: str, file_name: str, size: str, backups: int, extra: str = "") -> str:
+    """A log4j2 properties file: INFO to ``${sys:<log_dir_property>}/<file_name>``, rolled at ``size``
+    (Kafka and ZooKeeper read it through ``-Dlog4j2.configurationFile``); ``extra`` lines appended."""
+    path = "${sys:" + log_dir_property + "}/" + file_name
+    return (f"# Written by tripstream: logs go to {file_name} in {log_dir_property}.\n"
+            "status = warn\n"
+            "appender.file.type = RollingFile\n"
+            "appender.file.name = file\n"
+            f"appender.file.fileName = {path}\n"
+            f"appender.file.filePattern = {path}.%i\n"
+            "appender.file.layout.type = PatternLayout\n"
+            "appender.file.layout.pattern = [%d] %p %m (%c)%n\n"
+            "appender.file.policies.type = Policies\n"
+            "appender.file.policies.size.type = SizeBasedTriggeringPolicy\n"
+            f"appender.file.policies.size.size = {size}\n"
+            "appender.file.strategy.type = DefaultRolloverStrategy\n"
+            f"appender.file.strategy.max = {backups}\n"
+            "rootLogger.level = info\n"
+            "rootLogger.appenderRef.file.ref = file\n" + extra)
+
+
+def size_mb(size: str) -> int:
+    """A JVM-style size ("512m", "1g", "1728m", "2048k") in MB."""
+    text = size.strip().lower().removesuffix("b")
+    units = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text) // (1024 * 1024)  # bytes
+
+
 @dataclass
 class Status:
     """What `tripstream status` shows for one component."""
@@ -85,6 +115,14 @@ class Service(ABC):
     @abstractmethod
     def launch(self) -> None:
         """Prepare first-time state (format, initdb, config files) and spawn the processes."""
+
+    def memory_mb(self) -> int:
+        """About how much memory the local processes take when running (0: not counted)."""
+        return 0
+
+    def ready(self) -> bool:
+        """Healthy and complete, what `up` waits for: every broker or TaskManager registered."""
+        return self.healthy()
 
     def version(self) -> str | None:
         return None
@@ -151,7 +189,7 @@ class Service(ABC):
                     return reason
             return None
 
-        wait_until(self.healthy, timeout or self.start_timeout, self.ready_what(), abort=abort)
+        wait_until(self.ready, timeout or self.start_timeout, self.ready_what(), abort=abort)
 
     def stop(self) -> bool:
         """Stop local processes in reverse start order. True when anything was running."""
@@ -172,8 +210,26 @@ class Service(ABC):
             parts.append(f"==> {path} <==\n{tail(path, lines)}")
         return "\n\n".join(parts)
 
+    def node_address(self, role: str) -> str:
+        """Where one local process of a several-process engine is reached ("" when not on its own)."""
+        return ""
+
+    def nodes_status(self) -> dict[str, dict[str, Any]]:
+        """Each local process by role (``kafka-2``, ``taskmanager``...): its pid (None when down),
+        whether it is stopped (SIGSTOP), and its own address."""
+        nodes = {}
+        for p in self.processes():
+            role = p.name.removeprefix(f"{self.name} ")
+            pid = p.pid()
+            nodes[role] = {"pid": pid, "state": "down" if pid is None else "stopped" if p.stopped() else "up",
+                           "address": self.node_address(role)}
+        return nodes
+
     def status(self) -> Status:
         up = self.healthy()
+        details = self.details() if up else {}
+        if len(self.processes()) > 1:
+            details["nodes"] = self.nodes_status()
         return Status(
             name=self.name,
             state="up" if up else "down",
@@ -181,5 +237,5 @@ class Service(ABC):
             address=self.address(),
             version=self.version() if up else None,
             pids=[] if self.external else self.running_pids(),
-            details=self.details() if up else {},
+            details=details,
         )

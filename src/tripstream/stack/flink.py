@@ -1,4 +1,6 @@
-"""A standalone Flink session cluster (one JobManager, one TaskManager) from pip's PyFlink.
+"""A standalone Flink session cluster from pip's PyFlink: one JobManager and one TaskManager, or
+(the cluster profile) a leader and a standby JobManager under ZooKeeper high availability and
+several TaskManagers.
 
 The ``apache-flink`` wheel ships Flink's scripts and jars. We run ``jobmanager.sh`` and
 ``taskmanager.sh`` in ``start-foreground`` mode (they ``exec`` the JVM, so the pid we keep is the
@@ -22,6 +24,15 @@ The REST API answers anyone who reaches 127.0.0.1:<port> and has no authenticati
 offers is cut down: ``web.submit.enable: false`` removes the jar endpoints (``/jars/upload``,
 ``/jars/<id>/run``: upload and run any code), and CORS allows only the UI's own origin, so a web
 page in a local browser cannot call it. `flink run` submits through ``POST /jobs``, which stays.
+
+With ``flink.high_availability = "zookeeper"`` the JobManagers elect their leader through
+ZooKeeper and keep job graphs and checkpoint pointers there (files under ``<state>/flink/ha``).
+The standby serves the web UI and REST API on ``flink.standby_port`` and answers for the leader,
+so every REST use tries each JobManager in turn; `flink run` finds the leader through ZooKeeper.
+Each start of a fresh cluster (no JobManager alive) takes a new ``high-availability.cluster-id``:
+jobs of a cluster that was stopped are not brought back by the next one, as without HA.
+TaskManagers are spread by slots (``taskmanager.load-balance.mode: SLOTS``), so a job of
+parallelism 4 runs on both TaskManagers of the cluster profile rather than filling one.
 """
 
 from __future__ import annotations
@@ -43,10 +54,15 @@ from pathlib import Path
 from typing import Any
 
 from tripstream.config import FlinkSettings, mask_secrets
-from tripstream.stack.base import Service
+from tripstream.stack.base import Service, size_mb
 from tripstream.stack.errors import MissingToolError, StackError, SubmitError
 from tripstream.stack.kafka import java_binary
-from tripstream.stack.process import ManagedProcess, give_to, hand_over, run_as, wait_until
+from tripstream.stack.process import ManagedProcess, give_to, hand_over, last_match, run_as, wait_until
+
+# What a JobManager's REST endpoint logs when it becomes the leader or stops being it, and where
+# the log of its latest start begins.
+_LEADERSHIP = re.compile(r"DispatcherRestEndpoint.*(was granted leadership|lost leadership|revoked)")
+_START_MARK = "--- tripstream: starting "
 from tripstream.tls import pkcs12_keystore, pkcs12_truststore, private_file, store_password
 
 
@@ -74,6 +90,8 @@ class RestEndpoint:
     client_cert: str = ""
     client_key: str = ""
     headers: tuple[tuple[str, str], ...] = ()
+    # The standby JobManagers' REST APIs: tried in turn when ``url`` does not answer.
+    fallbacks: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, flink: FlinkSettings) -> RestEndpoint:
@@ -82,7 +100,8 @@ class RestEndpoint:
             token = base64.b64encode(f"{flink.rest_username}:{flink.rest_password}".encode()).decode()
             headers["Authorization"] = f"Basic {token}"
         return cls(url=flink.rest_url, ca_file=flink.rest_ca_file, client_cert=flink.rest_client_cert,
-                   client_key=flink.rest_client_key, headers=tuple(headers.items()))
+                   client_key=flink.rest_client_key, headers=tuple(headers.items()),
+                   fallbacks=flink.rest_urls[1:])
 
     def __str__(self) -> str:
         return self.url
@@ -105,17 +124,34 @@ class RestEndpoint:
                              f"{self.client_cert or '-'}): {exc}") from None
         return context
 
-    def request(self, path: str, method: str = "GET", body: Any = None) -> urllib.request.Request:
+    def request(self, path: str, method: str = "GET", body: Any = None, base: str | None = None,
+                ) -> urllib.request.Request:
         data = json.dumps(body).encode() if body is not None else None
         headers = {**dict(self.headers), **({"Content-Type": "application/json"} if data is not None else {})}
-        return urllib.request.Request(f"{self.url}{path}", data=data, method=method, headers=headers)
+        return urllib.request.Request(f"{base or self.url}{path}", data=data, method=method, headers=headers)
 
     def send(self, path: str, method: str = "GET", body: Any = None, timeout: float = 3.0) -> Any:
-        """The decoded JSON answer (None when empty)."""
-        with urllib.request.urlopen(self.request(path, method, body), timeout=timeout,  # noqa: S310
-                                    context=self.ssl_context()) as resp:
-            raw = resp.read()
-        return json.loads(raw) if raw else None
+        """The decoded JSON answer (None when empty), from the first JobManager that answers.
+
+        A JobManager that is down (connection refused, timed out) or between leaders (503: "an
+        ongoing leader election") passes the request to the next one; any other answer is final.
+        """
+        for i, base in enumerate((self.url, *self.fallbacks)):
+            last = i == len(self.fallbacks)
+            try:
+                with urllib.request.urlopen(self.request(path, method, body, base), timeout=timeout,  # noqa: S310
+                                            context=self.ssl_context()) as resp:
+                    raw = resp.read()
+            except urllib.error.HTTPError as exc:
+                if last or exc.code != 503:
+                    raise
+                continue
+            except (OSError, urllib.error.URLError):
+                if last:
+                    raise
+                continue
+            return json.loads(raw) if raw else None
+        raise AssertionError("unreachable")
 
 
 def _endpoint(target: RestEndpoint | str) -> RestEndpoint:
@@ -173,27 +209,60 @@ class FlinkService(Service):
         """`flink run`'s own conf dir: the cluster's settings plus the REST client's TLS (mode 0600)."""
         return self.dir / "client-conf"
 
+    @property
+    def ha_dir(self) -> Path:
+        return self.dir / "ha"
+
+    @staticmethod
+    def _roles(kind: str, count: int) -> list[str]:
+        return [kind if n == 1 else f"{kind}-{n}" for n in range(1, count + 1)]
+
+    def node_address(self, role: str) -> str:
+        roles = self.jobmanager_roles()
+        if role not in roles:
+            return ""
+        url = self.settings.flink.rest_urls[roles.index(role)]
+        return url + (" (leader)" if len(roles) > 1 and role == self.leader_role() else "")
+
+    def jobmanager_roles(self) -> list[str]:
+        """``jobmanager`` (the first, on flink.port), then its standbys ``jobmanager-2``..."""
+        return self._roles("jobmanager", self.settings.flink.jobmanagers)
+
+    def taskmanager_roles(self) -> list[str]:
+        return self._roles("taskmanager", self.settings.flink.taskmanagers)
+
     def processes(self) -> list[ManagedProcess]:
         if self.external:
             return []
-        return [self.process("jobmanager"), self.process("taskmanager")]
+        return [self.process(role) for role in (*self.jobmanager_roles(), *self.taskmanager_roles())]
+
+    def memory_mb(self) -> int:
+        f = self.settings.flink
+        if self.external:
+            return 0
+        return f.jobmanagers * size_mb(f.jobmanager_memory) + f.taskmanagers * size_mb(f.taskmanager_memory)
 
     def ports(self) -> dict[str, int]:
         f = self.settings.flink
         ports = {"main": f.port, "rpc": f.rpc_port}
+        for n in range(2, f.jobmanagers + 1):
+            ports[f"standby_port (JobManager {n})"] = f.standby_port + n - 2
+            ports[f"rpc (JobManager {n})"] = f.rpc_port + n - 1
         if f.prometheus_enabled:
-            ports["prometheus"] = f.prometheus_port
+            ports.update({f"prometheus ({i + 1} of {len(self.processes())})": f.prometheus_port + i
+                          for i in range(len(self.processes()))})
         return ports
 
     def prometheus_urls(self) -> list[str]:
-        """Where Prometheus scrapes the local cluster: one endpoint per process (JobManager, TaskManager)."""
+        """Where Prometheus scrapes the local cluster: one endpoint per process (JobManagers, TaskManagers)."""
         f = self.settings.flink
         if self.external or not f.prometheus_enabled:
             return []
-        return [f"http://127.0.0.1:{port}/metrics" for port in (f.prometheus_port, f.prometheus_port + 1)]
+        return [f"http://127.0.0.1:{f.prometheus_port + i}/metrics" for i in range(len(self.processes()))]
 
     def address(self) -> dict[str, str]:
-        return {"rest": self.rest_url}
+        urls = self.settings.flink.rest_urls
+        return {"rest": urls[0], **({"standby": ", ".join(urls[1:])} if len(urls) > 1 else {})}
 
     def overview(self) -> dict[str, Any] | None:
         try:
@@ -205,8 +274,33 @@ class FlinkService(Service):
         ov = self.overview()
         return bool(ov and ov.get("taskmanagers", 0) >= 1)
 
+    def ready(self) -> bool:
+        ov = self.overview()
+        wanted = 1 if self.external else self.settings.flink.taskmanagers
+        return bool(ov and ov.get("taskmanagers", 0) >= wanted)
+
     def ready_what(self) -> str:
-        return f"a TaskManager to register with Flink's REST API at {self.rest_url}"
+        n = 1 if self.external else self.settings.flink.taskmanagers
+        return f"{'a TaskManager' if n == 1 else f'{n} TaskManagers'} to register with Flink's REST API at {self.rest_url}"
+
+    def leader_role(self) -> str | None:
+        """The JobManager that leads (``jobmanager``, ``jobmanager-2``...), None when none does.
+
+        Every JobManager's REST API answers for the leader, and what is its own (its config) does
+        not say whether it leads, so a local cluster reads each live JobManager's log since its
+        start: the last word of its REST endpoint on leadership (granted, or revoked) is the answer.
+        """
+        roles = self.jobmanager_roles()
+        if len(roles) == 1 or self.external:
+            return roles[0] if self.overview() is not None else None
+        for role in roles:
+            proc = self.process(role)
+            if proc.pid() is None or proc.stopped():
+                continue
+            word = last_match(proc.logfile, _LEADERSHIP, stop=_START_MARK)
+            if word is not None and "granted" in word:
+                return role
+        return None
 
     def version(self) -> str | None:
         ov = self.overview()
@@ -241,6 +335,9 @@ class FlinkService(Service):
             "taskmanager.bind-host": "127.0.0.1",
             "taskmanager.host": "127.0.0.1",
             "taskmanager.numberOfTaskSlots": f.slots,
+            # Slots taken evenly from every TaskManager: a job of parallelism 4 runs on both
+            # TaskManagers of the cluster profile, not on one of them.
+            "taskmanager.load-balance.mode": "SLOTS" if f.taskmanagers > 1 else "NONE",
             "taskmanager.memory.process.size": f.taskmanager_memory,
             "taskmanager.memory.jvm-metaspace.size": "384m",
             "parallelism.default": 1,
@@ -270,7 +367,34 @@ class FlinkService(Service):
             "io.tmp.dirs": str(self.dir / "tmp" / "io"),
             **self._prometheus_config(),
             **self._rest_server_tls(),
+            **self._ha_config(),
         }
+
+    def _ha_config(self) -> dict[str, Any]:
+        """Flink's ZooKeeper HA services: leader election, job graphs and checkpoints kept for a standby."""
+        f, zk = self.settings.flink, self.settings.zookeeper
+        if not f.zookeeper_ha:
+            return {}
+        return {
+            "high-availability.type": "zookeeper",
+            "high-availability.zookeeper.quorum": zk.connect,
+            "high-availability.storageDir": self.ha_dir.as_uri(),
+            "high-availability.cluster-id": f"/{self._cluster_id()}",
+            # In HA mode a JobManager's RPC port comes from here (jobmanager.rpc.port is not used):
+            # one port each, found by TaskManagers and clients through ZooKeeper.
+            "high-availability.jobmanager.port": f"{f.rpc_port}-{f.rpc_port + f.jobmanagers - 1}",
+            "high-availability.zookeeper.client.session-timeout": f"{zk.session_timeout_ms} ms",
+            # Our ZooKeeper has no SASL (it listens on 127.0.0.1): no login attempt, no failed-auth noise.
+            "zookeeper.sasl.disable": True,
+        }
+
+    def _cluster_id(self, fresh: bool = False) -> str:
+        """This cluster's id in ZooKeeper; ``fresh``: a new one (a cluster started anew, see the module)."""
+        path = self.dir / "ha-cluster-id"
+        if fresh or not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"tripstream-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}\n")
+        return path.read_text().strip()
 
     def _rest_server_tls(self) -> dict[str, Any]:
         """The local REST endpoint over https (``flink.rest_ssl_cert_file``): a keystore from the PEMs."""
@@ -328,7 +452,7 @@ class FlinkService(Service):
             return {}
         return {
             "metrics.reporter.prom.factory.class": "org.apache.flink.metrics.prometheus.PrometheusReporterFactory",
-            "metrics.reporter.prom.port": f"{f.prometheus_port}-{f.prometheus_port + 1}",
+            "metrics.reporter.prom.port": f"{f.prometheus_port}-{f.prometheus_port + len(self.processes()) - 1}",
         }
 
     def _full_config(self, home: Path) -> dict[str, Any]:
@@ -365,7 +489,7 @@ class FlinkService(Service):
     def _server_dirs(self) -> None:
         """The directories the cluster writes, owned by the account it runs as."""
         give_to(self.run_user(), self.dir, *(self.dir / sub for sub in
-                                             ("checkpoints", "savepoints", "tmp", "tmp/web", "tmp/io", "log")))
+                                             ("checkpoints", "savepoints", "tmp", "tmp/web", "tmp/io", "log", "ha")))
 
     def client_env(self) -> dict[str, str]:
         """Environment for `flink run`: its private conf dir and the REST headers (basic auth...)."""
@@ -413,25 +537,45 @@ class FlinkService(Service):
         return env
 
     def can_start_missing(self) -> bool:
-        """A live JobManager that answers keeps its jobs; only a lost TaskManager is started."""
-        return self.process("jobmanager").pid() is not None and self.overview() is not None
+        """A live JobManager that answers keeps its jobs; only the lost processes are started
+        (a TaskManager, or a JobManager beside a live one under HA)."""
+        return any(self.process(r).pid() is not None for r in self.jobmanager_roles()) and self.overview() is not None
 
     def launch(self) -> None:
         home = flink_home()
         user = self.run_user()
         env = self.server_env(user, self.env())
+        f = self.settings.flink
         # The state dir on the command line from the first instant (the scripts exec Java a moment
         # later): it is how a ManagedProcess recognises its own pid. Flink ignores the key.
         mark = ["-D", f"tripstream.state-dir={self.settings.state_dir}/"]
-        if self.process("jobmanager").pid() is None:
+        managers = self.jobmanager_roles()
+        if all(self.process(r).pid() is None for r in managers):
+            if f.zookeeper_ha:  # a fresh cluster: the HA files of the last one go with its id
+                shutil.rmtree(self.ha_dir, ignore_errors=True)
+                self._cluster_id(fresh=True)
             self._write_config(home)
             self._link_lib(home)
-            self.process("jobmanager").spawn([str(home / "bin" / "jobmanager.sh"), "start-foreground", *mark],
-                                             env=env, cwd=self.dir, user=user)
-        if self.process("taskmanager").pid() is None:
-            self._server_dirs()
-            self.process("taskmanager").spawn([str(home / "bin" / "taskmanager.sh"), "start-foreground", *mark],
-                                              env=env, cwd=self.dir, user=user)
+        for n, role in enumerate(managers, start=1):
+            if self.process(role).pid() is None:
+                # A standby serves its web UI and REST API on a port of its own (its CORS origin too).
+                port = f.port if n == 1 else f.standby_port + n - 2
+                own = [] if n == 1 else ["-D", f"rest.port={port}",
+                                         "-D", f"web.access-control-allow-origin={f.rest_urls[n - 1]}"]
+                self._server_dirs()
+                self.process(role).spawn([str(home / "bin" / "jobmanager.sh"), "start-foreground", *mark, *own],
+                                         env=self._own_log(env, role), cwd=self.dir, user=user)
+        for role in self.taskmanager_roles():
+            if self.process(role).pid() is None:
+                self._server_dirs()
+                self.process(role).spawn([str(home / "bin" / "taskmanager.sh"), "start-foreground", *mark],
+                                         env=self._own_log(env, role), cwd=self.dir, user=user)
+
+    @staticmethod
+    def _own_log(env: dict[str, str], role: str) -> dict[str, str]:
+        """Flink's own log file named after the process (two JobManagers started at once would
+        both take index 0 of one shared name and rotate each other's file away)."""
+        return {**env, "FLINK_IDENT_STRING": f"tripstream-{role}"}
 
     # -- jobs -----------------------------------------------------------------------------------
     def job_state(self, job_id: str) -> str | None:

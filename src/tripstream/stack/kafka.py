@@ -1,10 +1,15 @@
-"""A single-node Apache Kafka broker in KRaft mode, run from the Maven-fetched jars.
+"""Apache Kafka in KRaft mode, run from the Maven-fetched jars: one broker, or a small cluster.
 
-The broker is both controller and broker (``process.roles=broker,controller``), listens on
-127.0.0.1 only, and keeps its log dirs under ``<state>/kafka/data``. Storage is formatted once,
-on the first start, with a cluster id we generate (Kafka's own base64url UUID form). Run as
-root, the broker (and the storage format) runs as the ``tripstream`` user, which owns
-``<state>/kafka``.
+Each node is both controller and broker (``process.roles=broker,controller``), listens on
+127.0.0.1 only, and keeps its log dirs under ``<state>/kafka/data`` (one broker) or
+``<state>/kafka/node-<n>/data`` (``kafka.brokers`` > 1, the cluster profile). Storage is
+formatted once, on the first start, with a cluster id we generate (Kafka's own base64url UUID
+form): a single node as a one-voter dynamic quorum (``--standalone``); a cluster with the same id
+on every node and a static voter set (``controller.quorum.voters``), so the three controllers
+form their quorum with no step after the format. Topics get ``kafka.replication_factor``
+replicas and ``min.insync.replicas`` = ``kafka.min_insync_replicas`` (3 and 2 in the cluster
+profile: an ``acks=all`` write survives losing any one broker). Run as root, the brokers (and
+the storage format) run as the ``tripstream`` user, which owns ``<state>/kafka``.
 
 With ``kafka.listener_security = "SASL_SSL"`` its one client listener speaks TLS (the PEM
 certificate and key of ``kafka.ssl_cert_file``/``ssl_key_file``) and SCRAM-SHA-512 only, as a
@@ -22,45 +27,32 @@ import os
 import shutil
 import signal
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tripstream.errors import ConfigError
-from tripstream.stack.base import Service
+from tripstream.stack.base import Service, log4j2_rolling, size_mb
 from tripstream.stack.errors import MissingToolError, StackError
 from tripstream.stack.process import ManagedProcess, RunAs, give_to, hand_over, run_as
 from tripstream.tls import private_file
 
 SCRAM = "SCRAM-SHA-512"
 
-_LOG4J2 = """\
-# Written by tripstream: broker logs go to server.log in kafka.logs.dir.
-status = warn
-appender.file.type = RollingFile
-appender.file.name = file
-appender.file.fileName = ${sys:kafka.logs.dir}/server.log
-appender.file.filePattern = ${sys:kafka.logs.dir}/server.log.%i
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-appender.file.policies.type = Policies
-appender.file.policies.size.type = SizeBasedTriggeringPolicy
-appender.file.policies.size.size = 50MB
-appender.file.strategy.type = DefaultRolloverStrategy
-appender.file.strategy.max = 3
+# Broker logs go to server.log in kafka.logs.dir; warnings also to the console (the process log).
+_LOG4J2 = log4j2_rolling("kafka.logs.dir", "server.log", "50MB", 3, """\
 appender.console.type = Console
 appender.console.name = console
 appender.console.layout.type = PatternLayout
 appender.console.layout.pattern = [%d] %p %m (%c)%n
 appender.console.filter.threshold.type = ThresholdFilter
 appender.console.filter.threshold.level = warn
-rootLogger.level = info
-rootLogger.appenderRef.file.ref = file
 rootLogger.appenderRef.console.ref = console
 logger.kafka.name = org.apache.kafka
 logger.kafka.level = info
 logger.state.name = state.change.logger
 logger.state.level = warn
-"""
+""")
 
 
 def java_binary() -> str:
@@ -86,8 +78,31 @@ def random_cluster_id() -> str:
             return cluster_id
 
 
+@dataclass(frozen=True)
+class BrokerNode:
+    """One local Kafka node (broker and controller): its id, ports, directory and process role."""
+
+    node_id: int
+    port: int
+    controller_port: int
+    dir: Path
+    role: str  # "kafka" when it is the only one, "kafka-<n>" in a cluster
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "server.properties"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.dir / "log"
+
+
 class KafkaService(Service):
-    """The local broker, or an external cluster when ``kafka.bootstrap`` is set."""
+    """The local broker (or brokers), or an external cluster when ``kafka.bootstrap`` is set."""
 
     name = "kafka"
     start_timeout = 90.0
@@ -98,18 +113,44 @@ class KafkaService(Service):
 
     @property
     def config_path(self) -> Path:
-        return self.dir / "server.properties"
+        return self.nodes()[0].config_path
 
     @property
     def data_dir(self) -> Path:
-        return self.dir / "data"
+        return self.nodes()[0].data_dir
+
+    @property
+    def clustered(self) -> bool:
+        return self.settings.kafka.brokers > 1
+
+    def nodes(self) -> list[BrokerNode]:
+        """The local nodes, node id order. One broker keeps the single-node layout (<state>/kafka/data)."""
+        ports = self.settings.kafka.node_ports()
+        if len(ports) == 1:
+            return [BrokerNode(1, ports[0][0], ports[0][1], self.dir, "kafka")]
+        return [BrokerNode(n, port, controller, self.dir / f"node-{n}", f"kafka-{n}")
+                for n, (port, controller) in enumerate(ports, start=1)]
+
+    def node(self, node_id: int) -> BrokerNode:
+        return self.nodes()[node_id - 1]
+
+    def node_address(self, role: str) -> str:
+        return next((f"127.0.0.1:{n.port}" for n in self.nodes() if n.role == role), "")
 
     def processes(self) -> list[ManagedProcess]:
-        return [] if self.external else [self.process("kafka")]
+        return [] if self.external else [self.process(n.role) for n in self.nodes()]
+
+    def memory_mb(self) -> int:
+        # The heap, and about 200 MB of metaspace, threads and buffers per broker JVM.
+        return 0 if self.external else len(self.nodes()) * (size_mb(self.settings.kafka.heap) + 200)
 
     def ports(self) -> dict[str, int]:
-        k = self.settings.kafka
-        return {"main": k.port, "controller": k.controller_port}
+        ports: dict[str, int] = {}
+        for n in self.nodes():
+            suffix = "" if n.node_id == 1 else f" of broker {n.node_id}"
+            ports.update({("main" if not suffix else f"port{suffix}"): n.port,
+                          f"controller{suffix}": n.controller_port})
+        return ports
 
     def address(self) -> dict[str, str]:
         return {"bootstrap": self.settings.kafka.bootstrap_servers}
@@ -127,6 +168,20 @@ class KafkaService(Service):
             return False
         return bool(meta.brokers)
 
+    def ready(self) -> bool:
+        """Every local broker registered (an external cluster: any answer)."""
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            meta = AdminClient(self.client_config(**{"socket.timeout.ms": 2000, "log_level": 0})).list_topics(timeout=2)
+        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+            return False
+        return len(meta.brokers) >= (1 if self.external else self.settings.kafka.brokers)
+
+    def ready_what(self) -> str:
+        k = self.settings.kafka
+        return f"{k.brokers} Kafka broker{'s' if k.brokers > 1 else ''} to register at {k.bootstrap_servers}"
+
     def version(self) -> str | None:
         if self.external:
             return None
@@ -143,6 +198,8 @@ class KafkaService(Service):
             return {}
         return {
             "brokers": len(meta.brokers),
+            "broker_ids": sorted(meta.brokers),
+            "controller": meta.controller_id,
             "topics": sorted(t for t in meta.topics if not t.startswith("__")),
         }
 
@@ -164,12 +221,12 @@ class KafkaService(Service):
             raise StackError("kafka: the SCRAM password must be non-empty, one line, without , ] \\ or \"")
         return k.scram_user, password
 
-    def _listener_props(self) -> dict[str, str]:
+    def _listener_props(self, node: BrokerNode) -> dict[str, str]:
         """The client listener: PLAINTEXT, or SASL_SSL with SCRAM-SHA-512 and the PEM certificate."""
         k = self.settings.kafka
         if not k.secured_listener:
-            return {"listeners": f"PLAINTEXT://127.0.0.1:{k.port},CONTROLLER://127.0.0.1:{k.controller_port}",
-                    "advertised.listeners": f"PLAINTEXT://127.0.0.1:{k.port}",
+            return {"listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+                    "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port}",
                     "inter.broker.listener.name": "PLAINTEXT",
                     "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"}
         if k.listener_security.upper() != "SASL_SSL":
@@ -188,8 +245,8 @@ class KafkaService(Service):
         # A copy beside it: the broker's account may not reach the directory the chain came from.
         truststore = private_file(self.dir / "tls" / "chain.pem", cert)
         jaas = f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{user}" password="{password}";'
-        return {"listeners": f"SASL_SSL://127.0.0.1:{k.port},CONTROLLER://127.0.0.1:{k.controller_port}",
-                "advertised.listeners": f"SASL_SSL://127.0.0.1:{k.port}",
+        return {"listeners": f"SASL_SSL://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+                "advertised.listeners": f"SASL_SSL://127.0.0.1:{node.port}",
                 "inter.broker.listener.name": "SASL_SSL",
                 "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
                 "sasl.enabled.mechanisms": SCRAM,
@@ -200,78 +257,105 @@ class KafkaService(Service):
                 "ssl.truststore.type": "PEM",
                 "ssl.truststore.location": str(truststore)}
 
-    def _write_config(self) -> None:
+    def _quorum(self) -> dict[str, str]:
+        """How the controllers find each other: one dynamic voter alone, a static voter set in a cluster."""
+        nodes = self.nodes()
+        if not self.clustered:
+            return {"controller.quorum.bootstrap.servers": f"127.0.0.1:{nodes[0].controller_port}"}
+        return {"controller.quorum.voters": ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in nodes)}
+
+    def _write_config(self, node: BrokerNode) -> None:
         k = self.settings.kafka
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        rf, isr = str(k.replication_factor), str(k.min_insync_replicas)
+        node.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.bootstrap.servers": f"127.0.0.1:{k.controller_port}",
-            **self._listener_props(),
+            "node.id": str(node.node_id),
+            **self._quorum(),
+            **self._listener_props(node),
             "controller.listener.names": "CONTROLLER",
-            "log.dirs": str(self.data_dir),
+            "log.dirs": str(node.data_dir),
             "num.partitions": "4",
             "auto.create.topics.enable": "false",
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": rf,
+            "min.insync.replicas": isr,
+            "offsets.topic.replication.factor": rf,
             "offsets.topic.num.partitions": "4",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": isr,
             "transaction.state.log.num.partitions": "4",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": rf,
+            "share.coordinator.state.topic.min.isr": isr,
             "group.initial.rebalance.delay.ms": "0",
             "log.retention.hours": "-1",
         }
         text = "# Written by tripstream on every start; edit the settings, not this file.\n"
         text += "".join(f"{key}={value}\n" for key, value in props.items())
-        private_file(self.config_path, text)  # it may hold the SCRAM user's password
-        (self.dir / "log4j2.properties").write_text(_LOG4J2)
+        private_file(node.config_path, text)  # it may hold the SCRAM user's password
+        (node.dir / "log4j2.properties").write_text(_LOG4J2)
 
-    def _format_storage(self, java: str, classpath: str, user: RunAs | None) -> None:
-        if (self.data_dir / "meta.properties").exists():
+    def _cluster_id(self) -> str:
+        """One id for every node of a cluster, kept beside them (a single node formats with a fresh one)."""
+        if not self.clustered:
+            return random_cluster_id()
+        path = self.dir / "cluster.id"
+        if not path.exists():
+            private_file(path, random_cluster_id() + "\n")
+        return path.read_text().strip()
+
+    def _format_storage(self, node: BrokerNode, java: str, classpath: str, user: RunAs | None) -> None:
+        if (node.data_dir / "meta.properties").exists():
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = ["-Xmx256m", "-cp", classpath, *self._log_opts(), "kafka.tools.StorageTool", "format",
-                "--standalone", "-t", random_cluster_id(), "-c", str(self.config_path)]
+        node.data_dir.mkdir(parents=True, exist_ok=True)
+        quorum = [] if self.clustered else ["--standalone"]
+        args = ["-Xmx256m", "-cp", classpath, *self._log_opts(node), "kafka.tools.StorageTool", "format",
+                *quorum, "-t", self._cluster_id(), "-c", str(node.config_path)]
         if self.settings.kafka.secured_listener:
             scram_user, password = self._scram_credentials()
             args += ["--add-scram", f'{SCRAM}=[name={scram_user},password="{password}"]']
         # A Java argument file: the SCRAM password never shows on a command line.
-        argfile = private_file(self.dir / "format.args", "\n".join(f'"{a}"' if " " in a else a for a in args) + "\n")
+        argfile = private_file(node.dir / "format.args", "\n".join(f'"{a}"' if " " in a else a for a in args) + "\n")
         hand_over(user, argfile)
         try:
-            result = run_as([java, f"@{argfile}"], user, timeout=120, cwd=self.dir, env=self.server_env(user))
+            result = run_as([java, f"@{argfile}"], user, timeout=120, cwd=node.dir, env=self.server_env(user))
         finally:
             argfile.unlink(missing_ok=True)
         if result.returncode != 0:
             out = (result.stderr or result.stdout).strip().splitlines()
-            raise StackError(f"kafka: formatting storage in {self.data_dir} failed: {out[-1] if out else result.returncode}")
+            raise StackError(f"kafka: formatting storage in {node.data_dir} failed: {out[-1] if out else result.returncode}")
 
-    def _log_opts(self) -> list[str]:
-        logs = self.dir / "log"
-        logs.mkdir(parents=True, exist_ok=True)
-        return [f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}", f"-Dkafka.logs.dir={logs}"]
+    def _log_opts(self, node: BrokerNode) -> list[str]:
+        node.logs_dir.mkdir(parents=True, exist_ok=True)
+        return [f"-Dlog4j2.configurationFile={node.dir / 'log4j2.properties'}", f"-Dkafka.logs.dir={node.logs_dir}"]
+
+    def can_start_missing(self) -> bool:
+        """A cluster whose other brokers are alive keeps them: a lost broker is started alone."""
+        return self.clustered
 
     def launch(self) -> None:
         java = java_binary()
         classpath = self._classpath()
         user = self.run_user()
-        self._write_config()
-        give_to(user, self.dir, self.data_dir, self.dir / "log")
-        # Written by root on every start, 0600 (they may hold the SCRAM password): the broker's now.
-        hand_over(user, self.config_path, self.dir / "log4j2.properties",
-                  *([self.dir / "tls"] if (self.dir / "tls").exists() else []))
-        self._format_storage(java, classpath, user)
-        heap = self.settings.kafka.heap
-        self.process("kafka").spawn(
-            [java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-             "-Djava.awt.headless=true", *self._log_opts(), "-cp", classpath,
-             "kafka.Kafka", str(self.config_path)],
-            cwd=self.dir, user=user, env=self.server_env(user),
-        )
+        give_to(user, self.dir, self.dir / "log")
+        for node in self.nodes():
+            if self.process(node.role).pid() is not None:
+                continue  # a live broker of the cluster
+            self._write_config(node)
+            give_to(user, node.dir, node.data_dir, node.logs_dir)
+            # Written by root on every start, 0600 (they may hold the SCRAM password): the broker's now.
+            hand_over(user, node.config_path, node.dir / "log4j2.properties",
+                      *([self.dir / "tls"] if (self.dir / "tls").exists() else []))
+            self._format_storage(node, java, classpath, user)
+            heap = self.settings.kafka.heap
+            self.process(node.role).spawn(
+                [java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+                 "-Djava.awt.headless=true", *self._log_opts(node), "-cp", classpath,
+                 "kafka.Kafka", str(node.config_path)],
+                cwd=node.dir, user=user, env=self.server_env(user),
+            )
 
     def log_files(self) -> list[Path]:
-        return [self.dir / "log" / "server.log", *super().log_files()]
+        return [*(n.logs_dir / "server.log" for n in self.nodes()), *super().log_files()]
 
     def process(self, role: str, stop_signal: int | None = None) -> ManagedProcess:
         # SIGTERM runs the broker's shutdown hook: controlled shutdown, logs flushed.

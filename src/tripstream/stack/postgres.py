@@ -174,6 +174,9 @@ class PostgresService(Service):
     def ports(self) -> dict[str, int]:
         return {"main": self.settings.postgres.port}
 
+    def memory_mb(self) -> int:
+        return 0 if self.external else 200  # shared buffers and a few backends
+
     def password(self) -> str:
         try:
             return self.password_file.read_text().strip()

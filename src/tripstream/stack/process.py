@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import pwd
+import re
 import signal
 import socket
 import subprocess
@@ -139,10 +140,12 @@ def require_free_ports(component: str, ports: Mapping[str, int]) -> None:
     """Raise :class:`PortInUseError` for the first taken port, naming it and the component."""
     for role, port in ports.items():
         if not port_is_free(port):
+            setting = role.split(" ")[0] if role.split(" ")[0].endswith("port") else (
+                "port" if role == "main" else f"{role.split(' ')[0]}_port")
             raise PortInUseError(
                 f"{component}: port {port} ({role}) on 127.0.0.1 is already in use; "
                 f"stop whatever holds it or choose another port "
-                f"(TRIPSTREAM_{component.upper()}_{'PORT' if role == 'main' else role.upper() + '_PORT'})"
+                f"(TRIPSTREAM_{component.upper()}_{setting.upper()})"
             )
 
 
@@ -166,6 +169,38 @@ def tail(path: Path, lines: int = 20) -> str:
     except OSError:
         return ""
     return "\n".join(data.splitlines()[-lines:])
+
+
+def last_match(path: Path, pattern: re.Pattern[str], stop: str = "", block: int = 256 * 1024) -> str | None:
+    """The last match of ``pattern`` in a text file (group 1 when it has one), read backwards
+    block by block; None when there is none after the last line holding ``stop``."""
+    try:
+        fh = path.open("rb")
+    except OSError:
+        return None
+    with fh:
+        end = fh.seek(0, os.SEEK_END)
+        carry = b""
+        while end > 0:
+            start = max(0, end - block)
+            fh.seek(start)
+            data = fh.read(end - start) + carry
+            lines = data.split(b"\n")
+            carry = lines.pop(0) if start > 0 else b""  # a line cut by the block edge: read it with the next
+            for raw in reversed(lines):
+                line = raw.decode("utf-8", "replace")
+                found = pattern.search(line)
+                if found:
+                    return found.group(1) if pattern.groups else found.group(0)
+                if stop and stop in line:
+                    return None
+            end = start
+        if carry:
+            line = carry.decode("utf-8", "replace")
+            found = pattern.search(line)
+            if found:
+                return found.group(1) if pattern.groups else found.group(0)
+    return None
 
 
 def _proc_state(pid: int) -> str | None:
@@ -219,6 +254,11 @@ class ManagedProcess:
 
     def running(self) -> bool:
         return self.pid() is not None
+
+    def stopped(self) -> bool:
+        """Alive but stopped by a signal (SIGSTOP): it holds its sockets and answers nothing."""
+        pid = self.pid()
+        return pid is not None and _proc_state(pid) in ("T", "t")
 
     def spawn(
         self,

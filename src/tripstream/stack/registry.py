@@ -29,7 +29,7 @@ from typing import Any
 
 from tripstream.errors import ConfigError
 from tripstream.schemas.registry import Registry
-from tripstream.stack.base import Service
+from tripstream.stack.base import Service, size_mb
 from tripstream.stack.errors import MissingToolError, PortInUseError, StackError
 from tripstream.stack.kafka import java_binary
 from tripstream.stack.process import ManagedProcess, give_to, hand_over, port_is_free
@@ -72,6 +72,9 @@ class RegistryService(Service):
 
     def ports(self) -> dict[str, int]:
         return {"main": self.settings.schema_registry.port}
+
+    def memory_mb(self) -> int:
+        return 0 if self.external else size_mb(self.settings.schema_registry.heap) + 150
 
     def check_ports(self) -> None:
         port = self.settings.schema_registry.port

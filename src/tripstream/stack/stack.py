@@ -5,8 +5,9 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
-from tripstream.config import COMPONENTS, Settings
+from tripstream.config import COMPONENTS, PROFILE_FILE, Settings, recorded_profile
 from tripstream.errors import ConfigError
 from tripstream.stack import statedir
 from tripstream.stack.base import SERVER_USER, SERVER_USER_HINT, Service, Status
@@ -16,6 +17,11 @@ from tripstream.stack.kafka import KafkaService
 from tripstream.stack.postgres import PostgresService
 from tripstream.stack.process import server_user
 from tripstream.stack.registry import RegistryService
+from tripstream.stack.zookeeper import ZooKeeperService
+
+# Memory the operating system and the clients (producer, `flink run`, PyFlink's workers) need
+# beside the servers, on top of their heaps and process sizes.
+_HEADROOM_MB = 1024
 
 
 def parse_components(only: str | Sequence[str] | None) -> list[str]:
@@ -35,14 +41,36 @@ class Stack:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.zookeeper = ZooKeeperService(settings)
         self.kafka = KafkaService(settings)
         self.flink = FlinkService(settings)
         self.postgres = PostgresService(settings)
         self.registry = RegistryService(settings)
 
     def services(self, names: Iterable[str] | None = None) -> list[Service]:
+        """The chosen components this profile runs (ZooKeeper only under Flink's ZooKeeper HA)."""
         chosen = parse_components(list(names) if names is not None else None)
-        return [getattr(self, name) for name in chosen]
+        return [getattr(self, name) for name in chosen if self.settings.enabled(name)]
+
+    def check_profile(self) -> None:
+        """Refuse to start a profile over a running stack of another one (its nodes would be left alone)."""
+        recorded = recorded_profile(self.settings.state_dir)
+        if recorded and recorded != self.settings.profile and any(
+                s.running_pids() for s in Stack(replace(self.settings, profile=recorded)).services()):
+            raise StackError(f"the stack in {self.settings.state_dir} runs the {recorded} profile: "
+                             f"`tripstream down` it before `up --profile {self.settings.profile}`")
+
+    def check_memory(self, services: Sequence[Service]) -> None:
+        """Refuse, before anything starts, when the servers would not fit in the memory available."""
+        needed = sum(s.memory_mb() for s in services)
+        if not needed:
+            return
+        available = available_memory_mb()
+        if available is not None and needed + _HEADROOM_MB > available:
+            raise StackError(f"the {self.settings.profile} profile needs about {needed + _HEADROOM_MB} MB "
+                             f"({', '.join(f'{s.name} {s.memory_mb()}' for s in services if s.memory_mb())}, "
+                             f"{_HEADROOM_MB} for clients) and {available} MB is available: stop something, or "
+                             "lower the heaps and process sizes (kafka.heap, flink.taskmanager_memory...)")
 
     def up(self, only: str | Sequence[str] | None = None, timeout: float | None = None) -> dict[str, float]:
         """Start what is not running yet and wait until all of it is healthy.
@@ -50,6 +78,7 @@ class Stack:
         Returns the seconds each started component took. A healthy component is left alone; an
         external one is only checked. On failure every component this call started is stopped.
         """
+        self.check_profile()
         wanted = self.services(parse_components(only))
         to_start = [s for s in wanted if not s.external and not (s.healthy() and s.complete())]
         for service in to_start:
@@ -59,8 +88,10 @@ class Stack:
                 # Alive but unhealthy (say, still starting from an earlier call): restart it clean.
                 service.stop()
             service.check_ports()
+        self.check_memory([s for s in to_start if not s.running_pids()])
         if to_start:
             statedir.prepare(self.settings, server_user(SERVER_USER, SERVER_USER_HINT))
+            (self.settings.state_dir / PROFILE_FILE).write_text(self.settings.profile + "\n")
         started: list[Service] = []
         timings: dict[str, float] = {}
         t0 = time.monotonic()
@@ -107,3 +138,14 @@ class Stack:
 
     def status(self, only: str | Sequence[str] | None = None) -> list[Status]:
         return [service.status() for service in self.services(parse_components(only))]
+
+
+def available_memory_mb() -> int | None:
+    """MemAvailable from /proc/meminfo in MB (None where there is none)."""
+    try:
+        for line in open("/proc/meminfo"):  # noqa: SIM115 - a tiny read
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        return None
+    return None

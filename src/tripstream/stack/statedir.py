@@ -25,7 +25,7 @@ MARKER = ".tripstream-state"
 MARKER_TEXT = ("This directory is a tripstream state dir, prepared by `tripstream up`.\n"
                "`tripstream down --purge` deletes only a directory holding this file.\n")
 # What a state dir may hold before `up` marks it: what tripstream itself creates there.
-_OURS = {MARKER, "kafka", "flink", "postgres", "registry", "run", "jobs", "rejects"}
+_OURS = {MARKER, "kafka", "flink", "postgres", "registry", "zookeeper", "run", "jobs", "rejects", "profile"}
 
 
 class PurgeRefused(TripstreamError):

@@ -260,6 +260,10 @@ function renderPipeline(data) {
   document.getElementById("cluster").textContent = f.up
     ? `Flink ${f.version}, ${f.taskmanagers} TaskManager(s), ${f.slots_available}/${f.slots_total} slots free`
     : "Flink does not answer";
+  // Every process of the local stack: each broker, JobManager (the leader marked), TaskManager.
+  document.getElementById("nodes").replaceChildren(...(data.nodes || []).map((n) =>
+    el("span", { class: `node node-${n.state}`, "data-node": n.role, title: n.address || n.component,
+                 text: `${n.role}${n.leader ? " (leader)" : ""}: ${n.state}` })));
   const body = document.querySelector("#jobs tbody");
   if (!data.jobs.length) { body.replaceChildren(el("tr", {}, el("td", { colspan: 10, class: "muted", text: "no jobs submitted" }))); return; }
   body.replaceChildren(...data.jobs.map((j) => {
