@@ -211,9 +211,9 @@ def test_an_external_engine_that_does_not_answer_fails_clearly(tmp_path: Path, s
 
 
 def test_unknown_component_is_refused() -> None:
-    result = run_cli("up", "--only", "kafka,zookeeper")
+    result = run_cli("up", "--only", "kafka,redpanda")
     assert result.returncode == 2
-    assert "unknown component 'zookeeper'" in result.stderr
+    assert "unknown component 'redpanda'" in result.stderr
 
 
 def test_settings_are_isolated_from_the_default_stack(settings) -> None:  # noqa: ANN001

@@ -137,16 +137,17 @@ def _proven(stack: Stack, sent: int, jobs: Sequence[str] = JOBS, topic: str | No
 
 
 def _through(stack: Stack, name: str, seed: int, fault: Callable[[dict[str, str], str], None],
-             parallelism: int = 1, speed: float = SPEED, broker_restarted: bool = False) -> dict[str, Verdict]:
-    """The jobs over an out-of-order stream, ``fault(jids, topic)`` mid-window, then the proof."""
+             parallelism: int = 1, speed: float = SPEED, broker_restarted: bool = False,
+             jobs: Sequence[str] = JOBS) -> dict[str, Verdict]:
+    """The ``jobs`` over an out-of-order stream, ``fault(jids, topic)`` mid-window, then the proof."""
     topic = fresh_topic(stack, name)
-    jids = _start(stack, topic, parallelism)
+    jids = _start(stack, topic, parallelism, jobs)
     with Flow(stack, topic, out_of_order(seed, EVENTS), speed) as flow:
         _mid_window(stack, jids)
         fault(jids, topic)
         sent = flow.finish().delivered
     sent += _close_windows(stack, topic, datetime(2021, 3, 2, 8, 0))
-    verdicts = _proven(stack, sent, topic=topic if broker_restarted else None)
+    verdicts = _proven(stack, sent, jobs, topic=topic if broker_restarted else None)
     assert verdicts["tumbling"].accounting.late > 0  # the stream really was late-heavy
     return verdicts
 
@@ -188,21 +189,25 @@ def test_taskmanager_killed_three_times_on_the_month_in_file_order(clean: Stack)
 
 
 def test_savepoint_and_rescale_then_the_flink_cluster_restarted_and_resumed(clean: Stack) -> None:
-    """Every job stopped with a savepoint at parallelism 1 and resumed at 2; then the whole Flink
-    cluster stopped and started, and the jobs resubmitted with --resume (their last checkpoints)."""
+    """Tumbling, session and passthrough stopped with a savepoint at parallelism 1 and resumed at 2
+    (a change of chaining: parallelism-1 operators chain differently); then the whole Flink cluster
+    stopped and started, and the jobs resubmitted with --resume (their last checkpoints). (Sliding
+    is left out here for time: its state is restored in the other tests; 2 -> 4 across two
+    TaskManagers is in test_cluster.py.)"""
     stack = clean
     resumed: dict[str, str] = {}
+    jobs = ("tumbling", "session", "passthrough")
 
     def rescale_then_restart(jids: dict[str, str], topic: str) -> None:
         for job in jids:
             assert stop(stack, job, savepoint=True) is not None
-        resumed.update(_start(stack, topic, parallelism=2, restore=True))
+        resumed.update(_start(stack, topic, parallelism=2, jobs=jobs, restore=True))
         _mid_window(stack, resumed)
         stack.down("flink")
         stack.up("flink")
-        resumed.update(_start(stack, topic, parallelism=2, restore=True))
+        resumed.update(_start(stack, topic, parallelism=2, jobs=jobs, restore=True))
 
-    _through(stack, "rescale-restart", 22, rescale_then_restart, speed=SPEED / 2)
+    _through(stack, "rescale-restart", 22, rescale_then_restart, speed=SPEED / 2, jobs=jobs)
     for jid in resumed.values():
         detail = rest_get(stack.flink.rest, f"/jobs/{jid}")
         assert max(v["parallelism"] for v in detail["vertices"]) == 2

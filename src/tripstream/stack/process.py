@@ -303,6 +303,15 @@ class ManagedProcess:
         hint = f"; last lines of {self.logfile}:\n{last}" if last else ""
         return f"{self.name} exited during start-up{hint}"
 
+    def signal(self) -> None:
+        """Send the stop signal and return at once (see :meth:`stop`)."""
+        pid = self.pid()
+        if pid is not None:
+            try:
+                os.kill(pid, self.stop_signal)
+            except ProcessLookupError:
+                pass
+
     def stop(self, timeout: float = 60.0) -> bool:
         """Send the stop signal, wait for exit, then SIGKILL. True when it had been running."""
         pid = self.pid()
