@@ -186,6 +186,8 @@ def test_the_cluster_profile_shows_every_node(pipeline: Pipeline) -> None:
         assert findings[(f"{component} {role}", "running")], health.stdout
     assert findings[("zookeeper", "running")], health.stdout
     assert {n["role"] for n in nodes(stack)} >= {"kafka-3", "jobmanager-2", "taskmanager-2", "zookeeper"}
+    refused = run_cli("up", "--profile", "single", env=env)  # over the running cluster: refused, nothing touched
+    assert refused.returncode != 0 and "runs the cluster profile" in refused.stderr, refused.stderr
 
 
 def test_a_broker_killed_and_restarted_loses_nothing(pipeline: Pipeline) -> None:

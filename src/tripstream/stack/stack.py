@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 
 from tripstream.config import COMPONENTS, PROFILE_FILE, Settings, recorded_profile
 from tripstream.errors import ConfigError
@@ -15,7 +14,7 @@ from tripstream.stack.errors import StackError
 from tripstream.stack.flink import FlinkService
 from tripstream.stack.kafka import KafkaService
 from tripstream.stack.postgres import PostgresService
-from tripstream.stack.process import server_user
+from tripstream.stack.process import ManagedProcess, server_user
 from tripstream.stack.registry import RegistryService
 from tripstream.stack.zookeeper import ZooKeeperService
 
@@ -55,10 +54,15 @@ class Stack:
     def check_profile(self) -> None:
         """Refuse to start a profile over a running stack of another one (its nodes would be left alone)."""
         recorded = recorded_profile(self.settings.state_dir)
-        if recorded and recorded != self.settings.profile and any(
-                s.running_pids() for s in Stack(replace(self.settings, profile=recorded)).services()):
+        if recorded and recorded != self.settings.profile and self.anything_running():
             raise StackError(f"the stack in {self.settings.state_dir} runs the {recorded} profile: "
                              f"`tripstream down` it before `up --profile {self.settings.profile}`")
+
+    def anything_running(self) -> bool:
+        """Whether any server process this state dir started is alive, whatever the profile said."""
+        marker = f"{self.settings.state_dir}/"
+        return any(ManagedProcess(pidfile.stem, pidfile, pidfile.with_suffix(".log"), marker).pid() is not None
+                   for pidfile in (self.settings.state_dir / "run").glob("*.pid"))
 
     def check_memory(self, services: Sequence[Service]) -> None:
         """Refuse, before anything starts, when the servers would not fit in the memory available."""
