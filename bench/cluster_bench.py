@@ -38,7 +38,7 @@ from file_producer_bench import repeated_month
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
-BASE = 40000  # the bench's ports: 49092..., away from the dev stack's and the tests'
+BASE = 1000  # the bench's ports: 10092..., below the ephemeral range, away from the dev stack's and the tests'
 
 CLUSTER_ENV = {
     "TRIPSTREAM_PROFILE": "cluster",

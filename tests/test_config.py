@@ -150,15 +150,15 @@ def test_a_local_registry_with_a_certificate_is_https() -> None:
     assert s.schema_registry.base_url == "http://sr:8081"  # an external registry's URL says it all
 
 
-def test_the_cluster_profile_changes_defaults_and_explicit_settings_win() -> None:
-    s = load_settings(env={"TRIPSTREAM_PROFILE": "cluster", "TRIPSTREAM_FLINK_TASKMANAGERS": "3"})
+def test_the_cluster_profile_changes_defaults_and_explicit_settings_win(tmp_path: Path) -> None:
+    s = load_settings(env={"TRIPSTREAM_PROFILE": "cluster", "TRIPSTREAM_FLINK_TASKMANAGERS": "3"}, state_dir=tmp_path)
     assert (s.profile, s.kafka.brokers, s.kafka.replication_factor, s.kafka.min_insync_replicas) == ("cluster", 3, 3, 2)
     assert s.kafka.bootstrap_servers == "127.0.0.1:9092,127.0.0.1:9094,127.0.0.1:9096"
     assert s.kafka.node_ports() == [(9092, 9093), (9094, 9095), (9096, 9097)]
     assert s.flink.taskmanagers == 3 and s.flink.jobmanagers == 2 and s.flink.zookeeper_ha
     assert s.flink.rest_urls == ("http://127.0.0.1:8081", "http://127.0.0.1:8082")
     assert s.enabled("zookeeper") and s.several_nodes
-    single = load_settings(env={})
+    single = load_settings(env={}, state_dir=tmp_path)  # no stack there: no recorded profile
     assert (single.profile, single.kafka.brokers, single.flink.taskmanagers, single.flink.jobmanagers) == ("single", 1, 1, 1)
     assert not single.enabled("zookeeper") and not single.several_nodes
     assert single.flink.rest_urls == ("http://127.0.0.1:8081",)
@@ -181,13 +181,18 @@ def test_a_stack_started_with_a_profile_keeps_it_unless_told(tmp_path: Path) -> 
     ({"TRIPSTREAM_PROFILE": "cluster", "TRIPSTREAM_FLINK_TASKMANAGERS": "0"},
      "TRIPSTREAM_FLINK_TASKMANAGERS: expected a positive integer, got '0'"),
     ({"TRIPSTREAM_FLINK_HIGH_AVAILABILITY": "kubernetes"}, "flink.high_availability: none or zookeeper"),
+    ({"TRIPSTREAM_PROFILE": "cluster", "TRIPSTREAM_KAFKA_CONTROLLER_PORT": "9094"},
+     "port 9094 would be both broker 1's controller (kafka.controller_port) and broker 2's port (kafka.port)"),
+    ({"TRIPSTREAM_PROFILE": "cluster", "TRIPSTREAM_FLINK_STANDBY_PORT": "6124"},
+     "port 6124 would be both standby JobManager 2's port (flink.standby_port) and JobManager 2's RPC port"),
 ])
-def test_a_cluster_shape_that_cannot_work_is_refused_with_the_reason(env: dict[str, str], reason: str) -> None:
+def test_a_cluster_shape_that_cannot_work_is_refused_with_the_reason(env: dict[str, str], reason: str,
+                                                                     tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=re.escape(reason)):
-        load_settings(env=env)
+        load_settings(env=env, state_dir=tmp_path)
 
 
-def test_an_external_cluster_may_ask_for_more_replicas_than_local_brokers() -> None:
-    s = load_settings(env={"TRIPSTREAM_KAFKA_BOOTSTRAP": "b1:9092,b2:9092,b3:9092",
+def test_an_external_cluster_may_ask_for_more_replicas_than_local_brokers(tmp_path: Path) -> None:
+    s = load_settings(state_dir=tmp_path, env={"TRIPSTREAM_KAFKA_BOOTSTRAP": "b1:9092,b2:9092,b3:9092",
                            "TRIPSTREAM_KAFKA_REPLICATION_FACTOR": "3", "TRIPSTREAM_KAFKA_MIN_INSYNC_REPLICAS": "2"})
     assert s.kafka.replication_factor == 3 and s.kafka.bootstrap_servers == "b1:9092,b2:9092,b3:9092"

@@ -357,6 +357,36 @@ def check_topology(settings: Settings) -> None:
                           "without it a standby JobManager cannot take over")
     if f.high_availability.strip().lower() not in ("none", "zookeeper"):
         raise ConfigError(f"flink.high_availability: none or zookeeper, got {f.high_availability!r}")
+    if settings.several_nodes:
+        _check_distinct_ports(settings)
+
+
+def _check_distinct_ports(settings: Settings) -> None:
+    """Several nodes take ports counted up from the settings (broker n: kafka.port + 2(n-1)...):
+    two of them must not land on one port, which no free-port check would see before start."""
+    k, f, z = settings.kafka, settings.flink, settings.zookeeper
+    taken: dict[int, str] = {}
+    wanted: list[tuple[int, str]] = []
+    if not k.external:
+        for n, (port, controller) in enumerate(k.node_ports(), start=1):
+            wanted += [(port, f"broker {n}'s port (kafka.port)"), (controller, f"broker {n}'s controller (kafka.controller_port)")]
+    if not f.external:
+        wanted += [(f.port, "flink.port")]
+        wanted += [(f.standby_port + i, f"standby JobManager {i + 2}'s port (flink.standby_port)") for i in range(f.jobmanagers - 1)]
+        wanted += [(f.rpc_port + i, f"JobManager {i + 1}'s RPC port (flink.rpc_port)") for i in range(f.jobmanagers)]
+        if f.prometheus_enabled:
+            wanted += [(f.prometheus_port + i, "a Prometheus port (flink.prometheus_port)")
+                       for i in range(f.jobmanagers + f.taskmanagers)]
+    if f.zookeeper_ha and not z.external:
+        wanted.append((z.port, "zookeeper.port"))
+    if not settings.postgres.external:
+        wanted.append((settings.postgres.port, "postgres.port"))
+    if not settings.schema_registry.external:
+        wanted.append((settings.schema_registry.port, "schema_registry.port"))
+    for port, what in wanted:
+        if port in taken:
+            raise ConfigError(f"port {port} would be both {taken[port]} and {what}: move one of them")
+        taken[port] = what
 
 
 def default_jars_dir() -> Path:

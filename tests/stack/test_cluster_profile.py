@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.conftest import PORT_OFFSET, processes_mentioning, run_cli
 
-BASE = 39000 + PORT_OFFSET
+BASE = 21000 + PORT_OFFSET  # below the ephemeral port range: no client socket takes one
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -95,8 +95,9 @@ def pipeline(test_env: dict[str, str]) -> Iterator[Pipeline]:
         yield Pipeline(stack, topic, _start(stack, topic, parallelism=2, jobs=JOBS))
     finally:
         for node in stack.kafka.processes():  # a broker a failed test left stopped
-            if node.stopped():
-                os.kill(node.pid() or 0, signal.SIGCONT)
+            pid = node.pid()
+            if pid is not None and node.stopped():
+                os.kill(pid, signal.SIGCONT)
         if stack.flink.healthy():
             _cancel_all(stack)
         stack.down()
@@ -144,9 +145,25 @@ def _brokers(stack: Stack) -> int:
         return 0
 
 
-def _all_running(p: Pipeline, restored: bool = True) -> None:
-    if restored:
-        _restarted(p.stack, p.jids)
+def _restores(p: Pipeline) -> dict[str, object]:
+    """Each job's latest restore (its checkpoint id and time), to tell a new one from an old one."""
+    marks: dict[str, object] = {}
+    for job, jid in p.jids.items():
+        try:
+            restored = (rest_get(p.stack.flink.rest, f"/jobs/{jid}/checkpoints").get("latest") or {}).get("restored")
+        except (OSError, ValueError):
+            restored = None
+        marks[job] = restored and (restored.get("id"), restored.get("restore_timestamp"))
+    return marks
+
+
+def _all_running(p: Pipeline, before: dict[str, object] | None = None) -> None:
+    """Every job RUNNING with every task, restored from a checkpoint after ``before`` (when given)."""
+    _restarted(p.stack, p.jids)
+    if before is not None:
+        for job in p.jids:
+            wait_until(lambda: _restores(p)[job] not in (None, before[job]), 180,
+                       f"{job} to be restored again after the failure")
     for job, jid in p.jids.items():
         p.stack.flink.wait_job_state(jid, {"RUNNING"}, 180)
 
@@ -214,11 +231,16 @@ def test_a_taskmanager_killed_the_jobs_go_on_on_the_other(pipeline: Pipeline) ->
     other one's free slots. It is started again after the day is proven."""
     stack = pipeline.stack
 
+    before: dict[str, object] = {}
+
     def kill() -> None:
+        before.update(_restores(pipeline))
         stack.flink.process("taskmanager-2").kill()
 
     def on_one() -> None:
-        _all_running(pipeline)
+        wait_until(lambda: (stack.flink.overview() or {}).get("taskmanagers") == 1, 60,
+                   "the JobManager to count one TaskManager")
+        _all_running(pipeline, before)
         assert stack.flink.overview()["taskmanagers"] == 1  # nobody replaced it
 
     _phase(pipeline, "TaskManager SIGKILL (no replacement)", kill, on_one)
@@ -232,14 +254,16 @@ def test_the_leading_jobmanager_killed_the_standby_takes_over(pipeline: Pipeline
     stack = pipeline.stack
     leader = stack.flink.leader_role()
     assert leader is not None
+    before: dict[str, object] = {}
 
     def kill() -> None:
+        before.update(_restores(pipeline))
         stack.flink.process(leader).kill()
 
     def taken_over() -> None:
         wait_until(lambda: stack.flink.leader_role() not in (None, leader), 120,
                    f"a JobManager other than the killed {leader} to lead")
-        _all_running(pipeline)
+        _all_running(pipeline, before)
 
     _phase(pipeline, "leading JobManager SIGKILL", kill, taken_over)
     running = {j["jid"] for j in rest_get(stack.flink.rest, "/jobs/overview")["jobs"] if j["state"] == "RUNNING"}

@@ -65,7 +65,9 @@ def snapshot(stack: Stack) -> dict[str, Any]:
 
 def nodes(stack: Stack) -> list[dict[str, Any]]:
     """Every local process of the stack (each broker, JobManager, TaskManager...) and its state."""
-    found = []
+    found: list[dict[str, Any]] = []
+    if not stack.settings.several_nodes:
+        return found  # one of each: the pipeline line says it all
     for service in stack.services():
         for role, node in service.nodes_status().items():
             address = node["address"].removesuffix(" (leader)")

@@ -102,8 +102,10 @@ def ensure_topic(settings: KafkaSettings, topic: str, partitions: int = 4, repli
         raise KafkaError("partitions and replication factor must be at least 1")
     if topic_partitions(settings, topic) is not None:
         return False
-    config = ({"min.insync.replicas": str(min(settings.min_insync_replicas, replication))}
-              if replication > 1 else {})
+    # Set whenever it differs from 1: a topic of fewer replicas than the cluster's default
+    # min.insync.replicas would refuse every acks=all write (NOT_ENOUGH_REPLICAS).
+    min_isr = min(settings.min_insync_replicas, replication)
+    config = {"min.insync.replicas": str(min_isr)} if replication > 1 or settings.min_insync_replicas > 1 else {}
     client = admin(settings)  # keep a reference: the futures die with their client
     futures = client.create_topics([NewTopic(topic, num_partitions=partitions,
                                              replication_factor=replication, config=config)])

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tripstream.config import Settings
+from tripstream.errors import ConfigError
 from tripstream.stack.errors import MissingToolError
 from tripstream.stack.process import ManagedProcess, RunAs, require_free_ports, server_user, tail, wait_until
 
@@ -47,11 +48,14 @@ def log4j2_rolling(log_dir_property: str, file_name: str, size: str, backups: in
 
 def size_mb(size: str) -> int:
     """A JVM-style size ("512m", "1g", "1728m", "2048k") in MB."""
-    text = size.strip().lower().removesuffix("b")
+    text = size.strip().lower().removesuffix("b").strip()
     units = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text) // (1024 * 1024)  # bytes
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text) // (1024 * 1024)  # bytes
+    except ValueError:
+        raise ConfigError(f"cannot read the memory size {size!r}: write it like 512m or 2g") from None
 
 
 @dataclass
@@ -228,7 +232,7 @@ class Service(ABC):
     def status(self) -> Status:
         up = self.healthy()
         details = self.details() if up else {}
-        if len(self.processes()) > 1:
+        if self.settings.several_nodes and len(self.processes()) > 1:
             details["nodes"] = self.nodes_status()
         return Status(
             name=self.name,

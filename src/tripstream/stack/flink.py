@@ -58,12 +58,12 @@ from tripstream.stack.base import Service, size_mb
 from tripstream.stack.errors import MissingToolError, StackError, SubmitError
 from tripstream.stack.kafka import java_binary
 from tripstream.stack.process import ManagedProcess, give_to, hand_over, last_match, run_as, wait_until
+from tripstream.tls import pkcs12_keystore, pkcs12_truststore, private_file, store_password
 
 # What a JobManager's REST endpoint logs when it becomes the leader or stops being it, and where
 # the log of its latest start begins.
 _LEADERSHIP = re.compile(r"DispatcherRestEndpoint.*(was granted leadership|lost leadership|revoked)")
 _START_MARK = "--- tripstream: starting "
-from tripstream.tls import pkcs12_keystore, pkcs12_truststore, private_file, store_password
 
 
 def flink_home() -> Path:
@@ -133,8 +133,9 @@ class RestEndpoint:
     def send(self, path: str, method: str = "GET", body: Any = None, timeout: float = 3.0) -> Any:
         """The decoded JSON answer (None when empty), from the first JobManager that answers.
 
-        A JobManager that is down (connection refused, timed out) or between leaders (503: "an
-        ongoing leader election") passes the request to the next one; any other answer is final.
+        A JobManager that is down (connection refused, or for a GET timed out) or between leaders
+        (503: "an ongoing leader election") passes the request to the next one; any other answer
+        is final.
         """
         for i, base in enumerate((self.url, *self.fallbacks)):
             last = i == len(self.fallbacks)
@@ -146,8 +147,11 @@ class RestEndpoint:
                 if last or exc.code != 503:
                     raise
                 continue
-            except (OSError, urllib.error.URLError):
-                if last:
+            except (OSError, urllib.error.URLError) as exc:
+                # A request that may have reached a JobManager (a read timeout) is not sent again
+                # unless reading it twice is harmless: a second stop-with-savepoint is not.
+                refused = isinstance(getattr(exc, "reason", exc), ConnectionRefusedError)
+                if last or (method != "GET" and not refused):
                     raise
                 continue
             return json.loads(raw) if raw else None
@@ -217,12 +221,20 @@ class FlinkService(Service):
     def _roles(kind: str, count: int) -> list[str]:
         return [kind if n == 1 else f"{kind}-{n}" for n in range(1, count + 1)]
 
-    def node_address(self, role: str) -> str:
+    def node_address(self, role: str, leader: str | None = None) -> str:
         roles = self.jobmanager_roles()
         if role not in roles:
             return ""
         url = self.settings.flink.rest_urls[roles.index(role)]
-        return url + (" (leader)" if len(roles) > 1 and role == self.leader_role() else "")
+        return url + (" (leader)" if len(roles) > 1 and role == leader else "")
+
+    def nodes_status(self) -> dict[str, dict[str, Any]]:
+        nodes = super().nodes_status()
+        if len(self.jobmanager_roles()) > 1:  # the leader read once, not once per JobManager
+            leader = self.leader_role()
+            for role in self.jobmanager_roles():
+                nodes[role]["address"] = self.node_address(role, leader)
+        return nodes
 
     def jobmanager_roles(self) -> list[str]:
         """``jobmanager`` (the first, on flink.port), then its standbys ``jobmanager-2``..."""
@@ -275,9 +287,20 @@ class FlinkService(Service):
         return bool(ov and ov.get("taskmanagers", 0) >= 1)
 
     def ready(self) -> bool:
+        """Every TaskManager registered and, locally, every JobManager answering on its own port."""
         ov = self.overview()
         wanted = 1 if self.external else self.settings.flink.taskmanagers
-        return bool(ov and ov.get("taskmanagers", 0) >= wanted)
+        if not (ov and ov.get("taskmanagers", 0) >= wanted):
+            return False
+        if self.external or len(self.jobmanager_roles()) == 1:
+            return True
+        for url in self.settings.flink.rest_urls:
+            try:
+                RestEndpoint(url=url, ca_file=self.rest.ca_file, client_cert=self.rest.client_cert,
+                             client_key=self.rest.client_key, headers=self.rest.headers).send("/overview", timeout=2)
+            except (OSError, ValueError):
+                return False
+        return True
 
     def ready_what(self) -> str:
         n = 1 if self.external else self.settings.flink.taskmanagers
@@ -539,7 +562,10 @@ class FlinkService(Service):
     def can_start_missing(self) -> bool:
         """A live JobManager that answers keeps its jobs; only the lost processes are started
         (a TaskManager, or a JobManager beside a live one under HA)."""
-        return any(self.process(r).pid() is not None for r in self.jobmanager_roles()) and self.overview() is not None
+        alive = any(self.process(r).pid() is not None for r in self.jobmanager_roles())
+        # Under HA a JobManager between leaders answers 503 or nothing for a while, and it must
+        # not be taken for dead: its jobs are in ZooKeeper, and a clean restart would drop them.
+        return alive and (self.settings.flink.zookeeper_ha or self.overview() is not None)
 
     def launch(self) -> None:
         home = flink_home()
@@ -550,7 +576,7 @@ class FlinkService(Service):
         # later): it is how a ManagedProcess recognises its own pid. Flink ignores the key.
         mark = ["-D", f"tripstream.state-dir={self.settings.state_dir}/"]
         managers = self.jobmanager_roles()
-        if all(self.process(r).pid() is None for r in managers):
+        if all(p.pid() is None for p in self.processes()):
             if f.zookeeper_ha:  # a fresh cluster: the HA files of the last one go with its id
                 shutil.rmtree(self.ha_dir, ignore_errors=True)
                 self._cluster_id(fresh=True)
@@ -571,11 +597,11 @@ class FlinkService(Service):
                 self.process(role).spawn([str(home / "bin" / "taskmanager.sh"), "start-foreground", *mark],
                                          env=self._own_log(env, role), cwd=self.dir, user=user)
 
-    @staticmethod
-    def _own_log(env: dict[str, str], role: str) -> dict[str, str]:
-        """Flink's own log file named after the process (two JobManagers started at once would
-        both take index 0 of one shared name and rotate each other's file away)."""
-        return {**env, "FLINK_IDENT_STRING": f"tripstream-{role}"}
+    def _own_log(self, env: dict[str, str], role: str) -> dict[str, str]:
+        """With several JobManagers or TaskManagers, Flink's own log file named after the process
+        (two JobManagers started at once both took index 0 of one shared name and rotated each
+        other's file away); one of each keeps the names it always had."""
+        return {**env, "FLINK_IDENT_STRING": f"tripstream-{role}"} if self.settings.several_nodes else env
 
     # -- jobs -----------------------------------------------------------------------------------
     def job_state(self, job_id: str) -> str | None:

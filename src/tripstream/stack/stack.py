@@ -1,10 +1,18 @@
-"""Start, stop and describe the components together."""
+"""Start, stop and describe the components together.
+
+A profile (``single`` or ``cluster``) shapes how many nodes each engine runs; `up` records it in
+the state dir so every later command talks to the stack it started, and refuses to start another
+profile over a running one (its other nodes would be left running, unseen). A stack of several
+nodes is checked against the memory available before anything starts: three brokers, two
+JobManagers and two TaskManagers on a small machine would otherwise die one by one, mid-start.
+"""
 
 from __future__ import annotations
 
 import shutil
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from tripstream.config import COMPONENTS, PROFILE_FILE, Settings, recorded_profile
 from tripstream.errors import ConfigError
@@ -53,8 +61,10 @@ class Stack:
 
     def check_profile(self) -> None:
         """Refuse to start a profile over a running stack of another one (its nodes would be left alone)."""
-        recorded = recorded_profile(self.settings.state_dir)
-        if recorded and recorded != self.settings.profile and self.anything_running():
+        running = self.anything_running()
+        # A stack started before profiles existed has no record: it is a single one.
+        recorded = recorded_profile(self.settings.state_dir) or ("single" if running else None)
+        if recorded and recorded != self.settings.profile and running:
             raise StackError(f"the stack in {self.settings.state_dir} runs the {recorded} profile: "
                              f"`tripstream down` it before `up --profile {self.settings.profile}`")
 
@@ -85,6 +95,8 @@ class Stack:
         self.check_profile()
         wanted = self.services(parse_components(only))
         to_start = [s for s in wanted if not s.external and not (s.healthy() and s.complete())]
+        if self.settings.several_nodes:
+            self.check_memory([s for s in to_start if not s.running_pids()])
         for service in to_start:
             if service.running_pids() and service.can_start_missing():
                 continue  # launch() starts only the processes that are gone
@@ -92,17 +104,17 @@ class Stack:
                 # Alive but unhealthy (say, still starting from an earlier call): restart it clean.
                 service.stop()
             service.check_ports()
-        self.check_memory([s for s in to_start if not s.running_pids()])
         if to_start:
             statedir.prepare(self.settings, server_user(SERVER_USER, SERVER_USER_HINT))
             (self.settings.state_dir / PROFILE_FILE).write_text(self.settings.profile + "\n")
-        started: list[Service] = []
+        # What was alive before: on failure only what this call started is stopped (a broker or
+        # JobManager that was running keeps running while its lost sibling fails to come back).
+        alive_before = {p.name for s in to_start for p in s.processes() if p.pid() is not None}
         timings: dict[str, float] = {}
         t0 = time.monotonic()
         try:
             for service in to_start:
                 service.launch()
-                started.append(service)
             for service in to_start:
                 service.wait_ready(timeout)
                 timings[service.name] = round(time.monotonic() - t0, 1)
@@ -111,11 +123,16 @@ class Stack:
                     raise StackError(f"{service.name}: the external {service.name} at "
                                      f"{next(iter(service.address().values()))} does not answer")
         except BaseException:
-            for service in reversed(started):
-                try:
-                    service.stop()
-                except Exception:  # noqa: BLE001 - best effort; the original error matters more
-                    pass
+            for service in reversed(to_start):
+                for proc in reversed(service.processes()):
+                    if proc.name in alive_before:
+                        continue
+                    try:
+                        proc.stop(service.stop_timeout)
+                    except Exception:  # noqa: BLE001 - best effort; the original error matters more
+                        pass
+            if not self.anything_running():
+                (self.settings.state_dir / PROFILE_FILE).unlink(missing_ok=True)
             raise
         return timings
 
@@ -125,6 +142,10 @@ class Stack:
         ``purge`` first makes sure the state dir is one `up` prepared (see :mod:`statedir`) and
         that each component deletes only its own files, and refuses before stopping anything.
         """
+        recorded = recorded_profile(self.settings.state_dir)
+        if recorded and recorded != self.settings.profile and self.anything_running():
+            raise StackError(f"the stack in {self.settings.state_dir} runs the {recorded} profile: "
+                             f"`tripstream --profile {recorded} down` (this one would leave its other nodes running)")
         if purge:
             statedir.check_purgeable(self.settings)
             for service in self.services(parse_components(only)):
@@ -133,6 +154,8 @@ class Stack:
         for service in reversed(self.services(parse_components(only))):
             if not service.external and service.stop():
                 stopped.append(service.name)
+        if not only and not self.anything_running():  # the next `up` takes the profile it is given
+            (self.settings.state_dir / PROFILE_FILE).unlink(missing_ok=True)
         if purge:
             for service in self.services(parse_components(only)):
                 service.purge()
@@ -147,9 +170,10 @@ class Stack:
 def available_memory_mb() -> int | None:
     """MemAvailable from /proc/meminfo in MB (None where there is none)."""
     try:
-        for line in open("/proc/meminfo"):  # noqa: SIM115 - a tiny read
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) // 1024
+        text = Path("/proc/meminfo").read_text()
     except OSError:
         return None
+    for line in text.splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) // 1024
     return None

@@ -23,6 +23,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from tripstream.errors import ConfigError
 from tripstream.stack.base import Service, log4j2_rolling, size_mb
 from tripstream.stack.errors import MissingToolError
 from tripstream.stack.kafka import java_binary
@@ -74,8 +75,11 @@ class ZooKeeperService(Service):
         return {"connect": self.settings.zookeeper.connect}
 
     def _first_server(self) -> tuple[str, int]:
-        host, _, port = self.settings.zookeeper.connect.split(",")[0].strip().rpartition(":")
-        return host or "127.0.0.1", int(port or 2181)
+        first = self.settings.zookeeper.connect.split(",")[0].strip()
+        host, _, port = first.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"zookeeper.quorum: expected host:port[,host:port...], got {first!r}")
+        return host, int(port)
 
     def healthy(self) -> bool:
         return four_letter_word(*self._first_server(), "ruok") == "imok"
