@@ -337,6 +337,18 @@ def recorded_profile(state_dir: Path) -> str | None:
         return None
 
 
+def with_profile(settings: Settings, name: str) -> Settings:
+    """``settings`` shaped as profile ``name`` would shape them: every setting some profile
+    changes takes this profile's value, or its built-in default."""
+    sections: dict[str, Any] = {}
+    for section in {sec for profile in PROFILES.values() for sec in profile}:
+        current = getattr(settings, section)
+        keys = {key for profile in PROFILES.values() for key in profile.get(section, {})}
+        defaults = {f.name: f.default for f in fields(current)}
+        sections[section] = replace(current, **{k: PROFILES[name].get(section, {}).get(k, defaults[k]) for k in keys})
+    return replace(settings, profile=name, **sections)
+
+
 def check_topology(settings: Settings) -> None:
     """Refuse, with the reason, a cluster shape that cannot work, before anything starts."""
     k, f = settings.kafka, settings.flink

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from tripstream.config import COMPONENTS, PROFILE_FILE, Settings, recorded_profile
+from tripstream.config import COMPONENTS, PROFILE_FILE, PROFILES, Settings, recorded_profile, with_profile
 from tripstream.errors import ConfigError
 from tripstream.stack import statedir
 from tripstream.stack.base import SERVER_USER, SERVER_USER_HINT, Service, Status
@@ -22,7 +22,7 @@ from tripstream.stack.errors import StackError
 from tripstream.stack.flink import FlinkService
 from tripstream.stack.kafka import KafkaService
 from tripstream.stack.postgres import PostgresService
-from tripstream.stack.process import ManagedProcess, server_user
+from tripstream.stack.process import server_user
 from tripstream.stack.registry import RegistryService
 from tripstream.stack.zookeeper import ZooKeeperService
 
@@ -69,10 +69,11 @@ class Stack:
                              f"`tripstream down` it before `up --profile {self.settings.profile}`")
 
     def anything_running(self) -> bool:
-        """Whether any server process this state dir started is alive, whatever the profile said."""
-        marker = f"{self.settings.state_dir}/"
-        return any(ManagedProcess(pidfile.stem, pidfile, pidfile.with_suffix(".log"), marker).pid() is not None
-                   for pidfile in (self.settings.state_dir / "run").glob("*.pid"))
+        """Whether any server process this state dir started is alive, whatever its profile (the
+        processes of every profile, each known the way its engine knows it)."""
+        shapes = [self.settings, *(with_profile(self.settings, name) for name in PROFILES)]
+        return any(proc.pid() is not None for shape in shapes
+                   for service in Stack(shape).services() if not service.external for proc in service.processes())
 
     def check_memory(self, services: Sequence[Service]) -> None:
         """Refuse, before anything starts, when the servers would not fit in the memory available."""
