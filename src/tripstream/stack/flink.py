@@ -49,7 +49,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -296,8 +296,7 @@ class FlinkService(Service):
             return True
         for url in self.settings.flink.rest_urls:
             try:
-                RestEndpoint(url=url, ca_file=self.rest.ca_file, client_cert=self.rest.client_cert,
-                             client_key=self.rest.client_key, headers=self.rest.headers).send("/overview", timeout=2)
+                replace(self.rest, url=url, fallbacks=()).send("/overview", timeout=2)
             except (OSError, ValueError):
                 return False
         return True

@@ -158,25 +158,22 @@ class KafkaService(Service):
     def client_config(self, **extra: Any) -> dict[str, Any]:
         return self.settings.kafka.client_config(**extra)
 
-    def healthy(self) -> bool:
+    def _brokers_answering(self) -> int:
+        """How many brokers the cluster's metadata lists (0 when nobody answers)."""
         from confluent_kafka.admin import AdminClient
 
         try:
             admin = AdminClient(self.client_config(**{"socket.timeout.ms": 2000, "log_level": 0}))
-            meta = admin.list_topics(timeout=2)
+            return len(admin.list_topics(timeout=2).brokers)
         except Exception:  # noqa: BLE001 - any failure means "not healthy yet"
-            return False
-        return bool(meta.brokers)
+            return 0
+
+    def healthy(self) -> bool:
+        return self._brokers_answering() > 0
 
     def ready(self) -> bool:
         """Every local broker registered (an external cluster: any answer)."""
-        from confluent_kafka.admin import AdminClient
-
-        try:
-            meta = AdminClient(self.client_config(**{"socket.timeout.ms": 2000, "log_level": 0})).list_topics(timeout=2)
-        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
-            return False
-        return len(meta.brokers) >= (1 if self.external else self.settings.kafka.brokers)
+        return self._brokers_answering() >= (1 if self.external else self.settings.kafka.brokers)
 
     def ready_what(self) -> str:
         k = self.settings.kafka

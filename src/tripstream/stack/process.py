@@ -195,11 +195,6 @@ def last_match(path: Path, pattern: re.Pattern[str], stop: str = "", block: int 
                 if stop and stop in line:
                     return None
             end = start
-        if carry:
-            line = carry.decode("utf-8", "replace")
-            found = pattern.search(line)
-            if found:
-                return found.group(1) if pattern.groups else found.group(0)
     return None
 
 
@@ -317,10 +312,7 @@ class ManagedProcess:
         pid = self.pid()
         if pid is None:
             return False
-        try:
-            os.kill(pid, self.stop_signal)
-        except ProcessLookupError:
-            pass
+        self.signal()
         try:
             wait_until(lambda: not self.running(), timeout, f"{self.name} (pid {pid}) to stop")
         except WaitTimeout:
